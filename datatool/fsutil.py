@@ -1,0 +1,107 @@
+"""File-system helpers: atomic writes, refusing to overwrite, provenance records."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import OutputExistsError
+
+RECORD_NAME = "dataset.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, overwrite: bool = True):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    An interrupted write (exception, Ctrl-C) leaves no partial file under the final name.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".facekit-tmp-{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, overwrite: bool = True) -> None:
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: Path, text: str, *, overwrite: bool = True) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def write_json_atomic(path: Path, obj, *, overwrite: bool = True, indent: int = 2) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", overwrite=overwrite)
+
+
+def prepare_output_dir(out: Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create `out`, refusing a non-empty one unless `overwrite` or `resume` is given.
+
+    `overwrite` does not delete anything: files are replaced one by one as they are written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not (overwrite or resume):
+        raise OutputExistsError(f"{out}: folder is not empty (use --overwrite to write into it anyway)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def versions() -> dict:
+    """Versions of Python and of the libraries that shape outputs (only those already imported)."""
+    from . import __version__
+
+    v = {"facekit": __version__, "python": platform.python_version()}
+    for mod in ("numpy", "cv2", "albumentations", "tensorflow", "keras", "PIL", "labelme"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            v[mod] = getattr(m, "__version__", "?")
+    return v
+
+
+def write_record(out: Path, *, command: str, name: str = RECORD_NAME, **info) -> Path:
+    """Write the provenance record of an output folder: what made it and from what."""
+    record = {
+        "command": command,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        **info,
+    }
+    path = Path(out) / name
+    write_json_atomic(path, record)
+    return path
+
+
+def read_record(root: Path, name: str = RECORD_NAME) -> dict | None:
+    path = Path(root) / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def command_line() -> str:
+    """The command as the user typed it (program name without its path)."""
+    import shlex
+
+    argv = [Path(sys.argv[0]).name] + sys.argv[1:]
+    return " ".join(shlex.quote(a) for a in argv)

@@ -1,0 +1,154 @@
+"""The TFRecord schema: one place that defines how a `Sample` becomes a `tf.train.Example`
+and how the trainer reads it back.
+
+Keys follow the TensorFlow Object Detection API so other tools read the files too:
+
+- `image/encoded`: JPEG bytes, EXIF orientation already applied (TF's decoder ignores EXIF)
+- `image/format`, `image/height`, `image/width`, `image/filename`
+- `image/source_id`: unique per record (the sample's `image_id`)
+- `image/key/sha256`: sha256 of `image/encoded`
+- `image/group_id`: facekit's leakage group (sha256 of the original image)
+- `image/object/bbox/{xmin,ymin,xmax,ymax}`: float lists, normalized to [0, 1]
+- `image/object/class/text`, `image/object/class/label`: 1-based (0 is background, TF OD API)
+- identity records add `image/class/label` (0-based line in `labels.txt`) and `image/class/text`
+
+Shards are named `{split}-{i:05d}-of-{n:05d}.tfrecord`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+SHARD_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.tfrecord$")
+BBOX_KEYS = ("image/object/bbox/xmin", "image/object/bbox/ymin", "image/object/bbox/xmax", "image/object/bbox/ymax")
+
+
+def feature_spec():
+    """The feature dict for `tf.io.parse_single_example` / `parse_example`."""
+    import tensorflow as tf
+
+    spec = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string, default_value=b"jpeg"),
+        "image/height": tf.io.FixedLenFeature([], tf.int64),
+        "image/width": tf.io.FixedLenFeature([], tf.int64),
+        "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        "image/source_id": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        "image/key/sha256": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        "image/group_id": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        "image/object/class/text": tf.io.VarLenFeature(tf.string),
+        "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        "image/class/text": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+    }
+    for key in BBOX_KEYS:
+        spec[key] = tf.io.VarLenFeature(tf.float32)
+    return spec
+
+
+def to_example(sample, encoded: bytes, *, width: int, height: int, image_format: str = "jpeg",
+               class_ids: dict[str, int] | None = None, identity: tuple[int, str] | None = None,
+               sha256: str | None = None):
+    """A `tf.train.Example` for one sample.
+
+    `encoded` holds the image bytes exactly as stored; `width`/`height` are of those pixels
+    (which differ from `sample.width/height` when the image was downscaled: boxes are
+    normalized, so they need no rescaling). Boxes are written normalized to [0, 1] as
+    `[xmin, ymin, xmax, ymax]`, clipped. `class_ids` maps labels to 1-based ids
+    (default: every label is 1). `identity` is `(0-based label, name)` for identity data.
+    """
+    import hashlib
+
+    import tensorflow as tf
+
+    def b(values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+    def f(values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+    def i(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    sw, sh = float(sample.width), float(sample.height)
+    xmin, ymin, xmax, ymax, texts, labels = [], [], [], [], [], []
+    for box in sample.boxes:
+        xmin.append(min(max(box.x_min / sw, 0.0), 1.0))
+        ymin.append(min(max(box.y_min / sh, 0.0), 1.0))
+        xmax.append(min(max(box.x_max / sw, 0.0), 1.0))
+        ymax.append(min(max(box.y_max / sh, 0.0), 1.0))
+        texts.append(box.label.encode("utf-8"))
+        labels.append(int(class_ids[box.label]) if class_ids else 1)
+    feature = {
+        "image/encoded": b([encoded]),
+        "image/format": b([image_format.encode()]),
+        "image/height": i([int(height)]),
+        "image/width": i([int(width)]),
+        "image/filename": b([Path(sample.image_id).name.encode("utf-8")]),
+        "image/source_id": b([sample.image_id.encode("utf-8")]),
+        "image/key/sha256": b([(sha256 or hashlib.sha256(encoded).hexdigest()).encode()]),
+        "image/group_id": b([sample.group.encode("utf-8")]),
+        "image/object/bbox/xmin": f(xmin),
+        "image/object/bbox/ymin": f(ymin),
+        "image/object/bbox/xmax": f(xmax),
+        "image/object/bbox/ymax": f(ymax),
+        "image/object/class/text": b(texts),
+        "image/object/class/label": i(labels),
+    }
+    if identity is not None:
+        feature["image/class/label"] = i([int(identity[0])])
+        feature["image/class/text"] = b([identity[1].encode("utf-8")])
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def parse_example(serialized):
+    """Parse one serialized Example (a scalar string tensor; use inside `tf.data.map`).
+
+    Returns a dict of tensors:
+    - `encoded` (string), `height`, `width` (int64), `source_id`, `group_id`, `filename` (string)
+    - `boxes`: float32 `(num_boxes, 4)`, `[xmin, ymin, xmax, ymax]` normalized to [0, 1]
+    - `box_labels` int64 `(num_boxes,)` 1-based, `box_texts` string `(num_boxes,)`
+    - `class_label` int64 scalar (-1 if not an identity record), `class_text` string
+    """
+    import tensorflow as tf
+
+    p = tf.io.parse_single_example(serialized, feature_spec())
+    boxes = tf.stack([tf.sparse.to_dense(p[k]) for k in BBOX_KEYS], axis=-1)
+    return {
+        "encoded": p["image/encoded"],
+        "height": p["image/height"],
+        "width": p["image/width"],
+        "source_id": p["image/source_id"],
+        "group_id": p["image/group_id"],
+        "filename": p["image/filename"],
+        "boxes": tf.reshape(boxes, [-1, 4]),
+        "box_labels": tf.sparse.to_dense(p["image/object/class/label"]),
+        "box_texts": tf.sparse.to_dense(p["image/object/class/text"], default_value=b""),
+        "class_label": p["image/class/label"],
+        "class_text": p["image/class/text"],
+    }
+
+
+def decode_image(encoded, channels: int = 3):
+    """JPEG/PNG bytes -> uint8 `(height, width, 3)` tensor."""
+    import tensorflow as tf
+
+    img = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    img.set_shape([None, None, channels])
+    return img
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def list_shards(tfdir: Path, split: str) -> list[Path]:
+    """The shards of one split in `tfdir`, sorted (ignores temporary files)."""
+    out = []
+    for p in sorted(Path(tfdir).glob(f"{split}-*-of-*.tfrecord")):
+        m = SHARD_RE.match(p.name)
+        if m and m.group("split") == split:
+            out.append(p)
+    return out
