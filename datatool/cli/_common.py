@@ -16,15 +16,28 @@ def detector_option(default: str = "haar"):
     )
 
 
-def print_issue_table(issues, *, limit: int | None = None) -> None:
-    """Issues as an aligned table on stdout: severity, file, field, message."""
-    rows = [(i.severity.upper(), i.file, i.field or "-", i.message) for i in issues]
+def print_issue_table(issues, *, limit: int | None = None, relative_to=None) -> None:
+    """Issues as an aligned table on stdout: severity, file, field, message.
+
+    With `relative_to` (a folder), files under it are shown relative to it and the file column is
+    aligned too.
+    """
+    def show(file: str) -> str:
+        if relative_to is None:
+            return file
+        import os
+
+        rel = os.path.relpath(file, relative_to)
+        return file if rel.startswith("..") else rel
+
+    rows = [(i.severity.upper(), show(i.file), i.field or "-", i.message) for i in issues]
     if limit is not None:
         rows = rows[:limit]
     if not rows:
         return
     w0 = max(len(r[0]) for r in rows)
+    w1 = min(40, max(len(r[1]) for r in rows)) if relative_to is not None else 0
     w2 = min(28, max(len(r[2]) for r in rows))
     for sev, file, field, msg in rows:
         color = {"ERROR": "red", "WARNING": "yellow"}.get(sev)
-        click.echo(f"{click.style(sev.ljust(w0), fg=color)}  {file}  {field.ljust(w2)}  {msg}")
+        click.echo(f"{click.style(sev.ljust(w0), fg=color)}  {file.ljust(w1)}  {field.ljust(w2)}  {msg}")

@@ -12,6 +12,7 @@ facekit keeps its own per-image data (`group`, capture `session`, `person`) in a
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def load_json(json_path: Path) -> dict:
 
 
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    # Python's json accepts NaN and Infinity, which would otherwise reach Box (ValueError) or int()
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = None,
@@ -237,3 +239,102 @@ def write_labelme(sample: Sample, json_path: Path, *, overwrite: bool = False) -
 def json_path_for(image_path: Path) -> Path:
     """Where the labelme JSON of an image lives: beside it, same stem."""
     return Path(image_path).with_suffix(".json")
+
+
+# --- A whole labelme folder (the dataset-level interface every format module offers) ---------
+
+_STANDARD_SHAPE_KEYS = ("group_id", "description", "flags")
+
+
+def _attrs_to_description(attributes) -> dict:
+    """Box attributes labelme has no field for (e.g. WIDER's `blur`) ride in the shape's
+    `description` as `key=value` words, which labelme shows and keeps; `read` parses them back."""
+    attrs = dict(attributes or {})
+    extra = {k: v for k, v in attrs.items() if k not in _STANDARD_SHAPE_KEYS}
+    if not extra or attrs.get("description"):
+        return attrs
+    if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) and str(v) and " " not in str(v)
+               and "=" not in str(v) for v in extra.values()):
+        return attrs
+    kept = {k: v for k, v in attrs.items() if k in _STANDARD_SHAPE_KEYS}
+    kept["description"] = " ".join(f"{k}={v}" for k, v in extra.items())
+    return kept
+
+
+def _description_to_attrs(attributes) -> dict:
+    """Inverse of `_attrs_to_description`: `"blur=1 pose=0"` -> `{"blur": 1, "pose": 0}`."""
+    attrs = dict(attributes or {})
+    text = attrs.get("description")
+    if not isinstance(text, str) or not text.strip():
+        return attrs
+    parsed = {}
+    for word in text.split():
+        key, sep, value = word.partition("=")
+        if not sep or not key.isidentifier() or not value or "=" in value:
+            return attrs  # free text: leave the description as it is
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        parsed[key] = value
+    attrs.pop("description")
+    attrs.update(parsed)
+    return attrs
+
+
+def read(src: Path, *, images: Path | None = None, issues: list[Issue] | None = None) -> list[Sample]:
+    """Every image of a labelme folder (dataset root or bare folder) with its JSON beside it.
+
+    Unlabeled images (no JSON) come back with `labeled=False`; JSONs without an image are
+    reported as warnings. `images`, if given, is read instead of `src` (same layout rules).
+    """
+    from ..dataset import load_dataset
+    from ._io import raise_first_error
+
+    ds = load_dataset(Path(images) if images is not None else Path(src))
+    found = list(ds.issues)
+    for jp in ds.orphan_jsons:
+        found.append(Issue("warning", str(jp), "imagePath", "labelme JSON without an image beside it (ignored)",
+                           "orphan-json"))
+    raise_first_error(found, issues)
+    return [s.replace(boxes=tuple(_with_attrs(b, _description_to_attrs(b.attributes)) for b in s.boxes))
+            for s in ds.samples]
+
+
+def _with_attrs(box: Box, attributes: dict) -> Box:
+    from dataclasses import replace
+
+    return replace(box, attributes=attributes)
+
+
+def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_images: bool = True,
+          progress_bar: bool = False) -> None:
+    """Write a labelme folder: each image to `out/images/<image_id>` with its JSON beside it.
+
+    Unlabeled samples get their image only (they stay unlabeled). With `copy_images=False` only
+    the JSONs are written, for images already at those places. Refuses existing files unless
+    `overwrite`, checking every destination before writing anything.
+    """
+    from ..dataset import IMAGES
+    from ._io import check_free, copy_image, progress, safe_key
+
+    out = Path(out)
+    plan = []
+    for s in samples:
+        key = safe_key(s.image_id, where=f"{s.annotation_path or s.image_path}: image_id")
+        dst = out / IMAGES / key
+        plan.append((s, dst, json_path_for(dst) if s.labeled else None))
+    keys = [str(dst) for _, dst, _ in plan]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise AnnotationError(f"{dup}: two samples share this image key (keys must be unique)")
+    check_free([p for _, dst, jp in plan for p in ((dst, jp) if copy_images else (jp,)) if p is not None],
+               overwrite=overwrite)
+    for s, dst, jp in progress(plan, desc="write labelme", enabled=progress_bar):
+        if copy_images:
+            copy_image(s.image_path, dst, overwrite=overwrite)
+        if jp is not None:
+            boxes = tuple(_with_attrs(b, _attrs_to_description(b.attributes)) for b in s.boxes)
+            write_labelme(s.replace(image_path=dst, boxes=boxes, annotation_path=jp), jp, overwrite=overwrite)

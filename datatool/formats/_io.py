@@ -1,0 +1,74 @@
+"""Small helpers the format modules share: safe keys, refusing to overwrite, copying images,
+number formatting, progress bars. No format knowledge lives here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+from ..errors import AnnotationError, OutputExistsError
+from ..fsutil import atomic_path
+from ..report import Issue
+
+LIMIT = 1e9  # no coordinate is this large; bigger numbers would overflow box arithmetic to inf
+
+
+def safe_key(key: str, *, where: str) -> str:
+    """A dataset key (path relative to an images folder) that cannot escape it.
+
+    Keys come from annotation files (`file_name`, WIDER file lines, CSV cells), so a hostile or
+    broken file could say `../../x.jpg`; that is refused with the file and field in `where`.
+    """
+    text = str(key).replace("\\", "/").strip()
+    path = PurePosixPath(text)
+    if not text or path.is_absolute() or ".." in path.parts or text.endswith("/"):
+        raise AnnotationError(f"{where}: {key!r} is not a relative image path inside the images folder")
+    return path.as_posix()
+
+
+def check_free(paths: Iterable[Path], *, overwrite: bool) -> None:
+    """Refuse (before anything is written) if any destination already exists and `overwrite` is off."""
+    if overwrite:
+        return
+    taken = [p for p in paths if Path(p).exists()]
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise OutputExistsError(f"{taken[0]}: already exists{more} (use --overwrite to replace)")
+
+
+def copy_image(src: Path, dst: Path, *, overwrite: bool) -> None:
+    """Copy an image's bytes to `dst` atomically; copying a file onto itself is a no-op."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        return
+    with atomic_path(dst, overwrite=overwrite) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def num(value: float) -> str:
+    """A float as short exact text: `10.0` -> `10`, `10.25` -> `10.25` (repr round-trips)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def progress(items, *, desc: str, enabled: bool, total: int | None = None):
+    """A tqdm bar on stderr when `enabled`, else the plain iterable."""
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, total=total, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def raise_first_error(found: list[Issue], issues: list[Issue] | None) -> None:
+    """The shared contract of every reader: with an `issues` list, collect; without one, raise the first error."""
+    if issues is not None:
+        issues.extend(found)
+        return
+    for issue in found:
+        if issue.severity == "error":
+            where = f"{issue.file}: {issue.field}" if issue.field else issue.file
+            raise AnnotationError(f"{where}: {issue.message}")

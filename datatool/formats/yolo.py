@@ -1,0 +1,151 @@
+"""YOLO (Darknet / Ultralytics) txt labels.
+
+Layout written: `out/images/<key>`, `out/labels/<key stem>.txt`, `out/classes.txt` (one name a
+line; the line number, from 0, is the class id) and `out/data.yaml` (train/val point at
+`images`, relative to the yaml, which Ultralytics resolves from the yaml's own folder).
+A label line is `class cx cy w h`, the box centre and size normalized to [0, 1] by the image
+size (6 decimals). A negative has an empty txt. Reading, an image without a txt is unlabeled;
+writing leaves unlabeled images out, since YOLO trainers take an image without a txt as background.
+Box attributes have no place in YOLO and are not written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..errors import AnnotationError, DatatoolError, ImageError
+from ..images import image_size, is_image
+from ..report import Issue
+from ..sample import Box, Sample
+from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, safe_key
+
+IMAGES = "images"
+LABELS = "labels"
+CLASSES = "classes.txt"
+DATA_YAML = "data.yaml"
+
+
+def label_line(box: Box, class_id: int, width: int, height: int) -> str:
+    """`class cx cy w h`, normalized by the image size."""
+    cx, cy = (box.x_min + box.x_max) / 2 / width, (box.y_min + box.y_max) / 2 / height
+    return f"{class_id} {cx:.6f} {cy:.6f} {box.width / width:.6f} {box.height / height:.6f}"
+
+
+def parse_label_file(txt: Path, *, names: list[str], width: int, height: int, issues: list[Issue]) -> list[Box]:
+    """Boxes of one YOLO txt (pixels); bad lines are reported as `line N` issues and skipped."""
+    name = str(txt)
+    try:
+        lines = txt.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AnnotationError(f"{name}: cannot read YOLO labels ({e})") from e
+    boxes = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        try:
+            values = [float(p) for p in parts[1:]]
+            cls = int(parts[0])
+        except (ValueError, IndexError):
+            values, cls = [], -1
+        if len(parts) != 5 or len(values) != 4 or not all(math.isfinite(v) and abs(v) < LIMIT for v in values):
+            issues.append(Issue("error", name, f"line {n}", f"expected 'class cx cy w h', got {line.strip()!r}",
+                                "bad-box"))
+            continue
+        if not 0 <= cls < len(names):
+            issues.append(Issue("error", name, f"line {n}", f"class {parts[0]} not in {CLASSES} (0..{len(names) - 1})",
+                                "bad-label"))
+            continue
+        cx, cy, w, h = values
+        if w < 0 or h < 0:
+            issues.append(Issue("error", name, f"line {n}", "negative width/height", "bad-box"))
+            continue
+        box = Box((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height,
+                  label=names[cls])
+        if not box.is_inside(width, height, tol=1e-3):
+            issues.append(Issue("warning", name, f"line {n}", "box extends outside the image (clipped)",
+                                "box-out-of-bounds", fixable=True))
+        boxes.append(box.clip(width, height))
+    return boxes
+
+
+def _read_names(root: Path) -> list[str] | None:
+    classes = root / CLASSES
+    if classes.is_file():
+        return [ln.strip() for ln in classes.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    data = root / DATA_YAML
+    if data.is_file():
+        import yaml
+
+        try:
+            names = (yaml.safe_load(data.read_text(encoding="utf-8")) or {}).get("names")
+        except (yaml.YAMLError, AttributeError) as e:
+            raise AnnotationError(f"{data}: names: cannot read ({e})") from e
+        if isinstance(names, dict):
+            return [str(names[k]) for k in sorted(names)]
+        if isinstance(names, list):
+            return [str(n) for n in names]
+        raise AnnotationError(f"{data}: names: expected a list or a mapping of class names")
+    return None
+
+
+def read(src: Path, *, images: Path | None = None, issues: list[Issue] | None = None) -> list[Sample]:
+    """Read a YOLO folder (`images/`, `labels/`, `classes.txt` or `data.yaml`); image sizes come
+    from the image headers. `images` overrides `src/images`."""
+    src = Path(src)
+    if not src.is_dir():
+        raise DatatoolError(f"{src}: YOLO folder not found")
+    images = Path(images) if images is not None else src / IMAGES
+    labels = src / LABELS
+    if not images.is_dir() or not labels.is_dir():
+        raise DatatoolError(f"{src}: not a YOLO folder (expected {IMAGES}/ and {LABELS}/)")
+    names = _read_names(src)
+    if names is None:
+        raise DatatoolError(f"{src}: no {CLASSES} or {DATA_YAML} naming the classes")
+    found: list[Issue] = []
+    samples = []
+    for img in sorted((p for p in images.rglob("*") if p.is_file() and is_image(p)),
+                      key=lambda p: p.relative_to(images).as_posix()):
+        key = img.relative_to(images).as_posix()
+        try:
+            width, height = image_size(img)
+        except ImageError as e:
+            found.append(Issue("error", str(img), "", str(e).split(": ", 1)[-1], "bad-image"))
+            continue
+        txt = labels / Path(key).with_suffix(".txt")
+        if not txt.is_file():
+            samples.append(Sample(image_path=img, width=width, height=height, image_id=key, labeled=False))
+            continue
+        boxes = parse_label_file(txt, names=names, width=width, height=height, issues=found)
+        samples.append(Sample(image_path=img, width=width, height=height, boxes=tuple(boxes), image_id=key,
+                              annotation_path=txt))
+    raise_first_error(found, issues)
+    return samples
+
+
+def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_images: bool = True,
+          progress_bar: bool = False) -> None:
+    """Write images, one txt per labeled image, `classes.txt` and `data.yaml` (see the module doc)."""
+    from ..fsutil import write_text_atomic
+
+    out = Path(out)
+    labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))
+               for s in samples if s.labeled]
+    names = sorted({b.label for s in labeled for b in s.boxes}) or ["face"]
+    class_id = {n: i for i, n in enumerate(names)}
+    plan = [(s, out / LABELS / Path(s.image_id).with_suffix(".txt"), out / IMAGES / s.image_id) for s in labeled]
+    check_free([out / CLASSES, out / DATA_YAML] + [p for _, t, i in plan for p in ((t, i) if copy_images else (t,))],
+               overwrite=overwrite)
+    for s, txt, img in progress(plan, desc="write YOLO", enabled=progress_bar):
+        if copy_images:
+            copy_image(s.image_path, img, overwrite=overwrite)
+        text = "".join(label_line(b, class_id[b.label], s.width, s.height) + "\n" for b in s.boxes)
+        write_text_atomic(txt, text, overwrite=overwrite)
+    write_text_atomic(out / CLASSES, "".join(n + "\n" for n in names), overwrite=overwrite)
+    yaml_names = "\n".join(f"  {i}: {json.dumps(n)}" for i, n in enumerate(names))
+    write_text_atomic(out / DATA_YAML,
+                      "# written by facekit; paths are relative to this file's folder\n"
+                      f"train: {IMAGES}\nval: {IMAGES}\nnc: {len(names)}\nnames:\n{yaml_names}\n",
+                      overwrite=overwrite)
