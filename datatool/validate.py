@@ -1,0 +1,661 @@
+"""Dataset validation: collect every problem with a severity instead of stopping at the first.
+
+`validate(root)` walks a labelme dataset (or, with `format=`, any format that has a reader)
+and returns a `Report`: the issues (error / warning / info, each naming a file and a field)
+and the counts a user wants to see (images, labeled, negatives, unlabeled, faces, people).
+
+What is checked, and where:
+- the labelme JSONs themselves (not JSON, not labelme, bad shapes, corner order, boxes outside
+  the image, zero-area boxes) by `datatool.dataset.load_dataset` / `formats.labelme.parse_labelme`;
+  this module re-runs the parser against the image's *real* size, so bounds are checked against
+  the picture, not against whatever the JSON claims;
+- every image is decoded in full (a truncated JPEG only fails when its last rows are read) and
+  hashed, so duplicates are listed together;
+- `imageWidth/imageHeight` against the image as displayed. labelme applies the EXIF orientation
+  before showing a photo, so a phone picture stored 4032x3024 with orientation 6 is 3024x4032
+  to labelme; a JSON that holds the stored size was written by something that ignored EXIF, and
+  its boxes are probably in the unrotated frame - that one is reported, not fixed;
+- labels against an allowed set, faces smaller than `min_face` pixels, negatives (a JSON with no
+  shapes: the detector needs them) versus unlabeled images (no JSON: left out of splits), JSONs
+  whose image is gone;
+- the people layout (`people/NAME/*.jpg`): crops per person, imbalance, empty folders, unreadable
+  crops, and the same crop filed under two names.
+
+`fix=True` applies only safe fixes to labelme JSONs - reorder rectangle corners, clip shapes to the
+image, set `imageWidth/imageHeight` to the displayed size, point `imagePath` at the image beside
+the JSON. It never deletes a shape and never touches an image; each changed JSON is first copied
+to `NAME.json.bak` (or `.bak1`, `.bak2`, ... if that exists) and then replaced atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .dataset import PEOPLE, images_dir, list_images, list_people, load_dataset
+from .errors import AnnotationError, DatatoolError, ImageError
+from .fsutil import RECORD_NAME, write_bytes_atomic, write_json_atomic
+from .images import exif_orientation, image_info, is_image, load_rgb, sha256_file
+from .report import SEVERITIES, Issue
+from .sample import Box, Sample
+
+DEFAULT_MIN_FACE = 10.0  # pixels; WIDER FACE's "hard" faces start around this size
+DEFAULT_IMBALANCE = 3.0  # largest / smallest number of crops per person before a warning
+BACKUP_SUFFIX = ".bak"  # x.json -> x.json.bak (not *.json, so it is never read as an annotation)
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a full decode of one image tells: sizes as displayed and as stored, EXIF orientation, hash."""
+
+    path: Path
+    width: int  # as displayed (EXIF orientation applied), the size labelme shows
+    height: int
+    stored_width: int  # the pixel grid in the file
+    stored_height: int
+    orientation: int  # EXIF orientation tag, 1 = upright
+    sha256: str
+
+
+@dataclass
+class Report:
+    """Everything `validate` found. `issues` are sorted errors first, then warnings, then info."""
+
+    root: Path
+    format: str = "labelme"
+    issues: list[Issue] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    people: dict[str, int] = field(default_factory=dict)  # person -> readable crops
+    fixed: list[str] = field(default_factory=list)  # JSON files `fix=True` changed
+    samples: list[Sample] = field(default_factory=list, repr=False)  # for pictures; not serialized
+
+    def count(self, severity: str) -> int:
+        return sum(1 for i in self.issues if i.severity == severity)
+
+    @property
+    def has_errors(self) -> bool:
+        return self.count("error") > 0
+
+    def summary(self) -> str:
+        """One line: images, labeled, negatives, unlabeled, faces, people, errors, warnings."""
+        c = self.counts
+        parts = [f"{c.get('images', 0)} images", f"{c.get('labeled', 0)} labeled",
+                 f"{c.get('negatives', 0)} negatives", f"{c.get('unlabeled', 0)} unlabeled",
+                 f"{c.get('faces', 0)} faces"]
+        if self.people:
+            parts.append(f"{len(self.people)} people ({c.get('person_images', 0)} crops)")
+        if self.fixed:
+            parts.append(f"{len(self.fixed)} file{'s' if len(self.fixed) != 1 else ''} fixed")
+        tally = ", ".join(f"{self.count(s)} {s}{'s' if s != 'info' and self.count(s) != 1 else ''}"
+                          for s in SEVERITIES)
+        return f"{', '.join(parts)} | {tally}"
+
+    def to_dict(self) -> dict:
+        return {
+            "root": str(self.root),
+            "format": self.format,
+            "summary": {**self.counts, **{f"{s}s" if s != "info" else s: self.count(s) for s in SEVERITIES}},
+            "people": dict(self.people),
+            "fixed": list(self.fixed),
+            "issues": [i.to_dict() for i in self.issues],
+        }
+
+
+# --------------------------------------------------------------------------- images
+
+
+def inspect_image(path: Path) -> ImageFacts:
+    """Decode `path` completely and describe it; raises `ImageError` for anything unreadable."""
+    from PIL import Image
+
+    path = Path(path)
+    width, height, stored_w, stored_h, _ = image_info(path)  # opens it: missing / not an image / too big
+    orientation = exif_orientation(path)
+    try:
+        # Decode every pixel (a truncated JPEG fails only here), without load_rgb's copies:
+        # this is the slow part of validation.
+        with Image.open(path) as im:
+            im.load()
+            decoded = im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
+    if decoded != (stored_w, stored_h):
+        raise ImageError(f"{path}: header says {stored_w}x{stored_h} but the pixels decode to "
+                         f"{decoded[0]}x{decoded[1]}")
+    try:
+        digest = sha256_file(path)
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
+    return ImageFacts(path, width, height, stored_w, stored_h, orientation, digest)
+
+
+def _without_path(message: str, path: Path) -> str:
+    """`ImageError` messages start with the path; an `Issue` carries the path on its own."""
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _inspect_one(path: Path) -> ImageFacts | Issue:
+    try:
+        return inspect_image(path)
+    except ImageError as e:
+        return Issue("error", str(path), "", _without_path(str(e), path), "bad-image")
+    except Exception as e:  # a decoder bug must not end the whole run: report the file, go on
+        return Issue("error", str(path), "", f"cannot decode ({type(e).__name__}: {e})", "bad-image")
+
+
+def inspect_images(paths: Sequence[Path], *, workers: int | None = None,
+                   progress: bool = False) -> tuple[dict[Path, ImageFacts], list[Issue]]:
+    """Decode and hash every image (threads: the decoders release the GIL); facts by path, issues in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from PIL import ImageFile
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # something in this process asked Pillow to pad cut files silently
+        raise DatatoolError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images would go unnoticed")
+    paths = list(paths)
+    workers = workers or min(4, os.cpu_count() or 1)
+    facts: dict[Path, ImageFacts] = {}
+    issues: list[Issue] = []
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        results = tqdm(pool.map(_inspect_one, paths), total=len(paths), desc="checking images",
+                       unit="img", disable=not progress or not paths, leave=False)
+        for path, result in zip(paths, results):
+            if isinstance(result, Issue):
+                issues.append(result)
+            else:
+                facts[path] = result
+    finally:
+        # On Ctrl-C, drop the queued images instead of decoding them all before exiting.
+        pool.shutdown(wait=True, cancel_futures=True)
+    return facts, issues
+
+
+# --------------------------------------------------------------------------- labelme checks
+
+
+def _points_ok(pts) -> bool:
+    return isinstance(pts, list) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2
+        and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in p)
+        for p in pts)
+
+
+def _image_path_points_to(data: dict, json_path: Path, image: Path) -> bool:
+    """Whether `imagePath` (relative to the JSON, as labelme resolves it) is this image."""
+    field_ = data.get("imagePath")
+    if not isinstance(field_, str) or not field_:
+        return False
+    from pathlib import PureWindowsPath
+
+    # labelme 6 reads imagePath as a Windows path (both separators work) relative to the JSON
+    candidate = json_path.parent / PureWindowsPath(field_).as_posix()
+    try:
+        return candidate.exists() and candidate.resolve() == image.resolve()
+    except OSError:
+        return False
+
+
+def fix_labelme(data: dict, json_path: Path, image: Path, width: int, height: int) -> tuple[dict, list[str]]:
+    """The safe fixes for one labelme dict: a corrected copy and what changed (empty when nothing).
+
+    Rectangles get their corners ordered and are clipped to `width` x `height` (the displayed image
+    size); polygon points are clipped. A shape that clipping would shrink to nothing is left as it
+    is (validation keeps reporting it): no shape is ever deleted. `imageWidth/imageHeight` become
+    the displayed size and `imagePath` the image beside the JSON.
+    """
+    new = copy.deepcopy(data)
+    changes: list[str] = []
+    if (new.get("imageWidth"), new.get("imageHeight")) != (width, height):
+        changes.append(f"imageWidth/imageHeight {new.get('imageWidth')}x{new.get('imageHeight')} -> {width}x{height}")
+        new["imageWidth"], new["imageHeight"] = width, height
+    if not _image_path_points_to(new, json_path, image):
+        rel = Path(os.path.relpath(image.absolute(), json_path.parent.absolute())).as_posix()
+        changes.append(f"imagePath {new.get('imagePath')!r} -> {rel!r}")
+        new["imagePath"] = rel
+    for i, shape in enumerate(new.get("shapes") or []):
+        if not isinstance(shape, dict) or not _points_ok(shape.get("points")):
+            continue
+        pts = shape["points"]
+        kind = shape.get("shape_type") or "polygon"
+        if kind == "rectangle" and len(pts) == 2:
+            box = Box.from_corners(*pts[0], *pts[1])
+            clipped = box.clip(width, height)
+            if clipped.width > 0 and clipped.height > 0:
+                box = clipped
+            fixed = [[box.x_min, box.y_min], [box.x_max, box.y_max]]
+        elif kind == "polygon" and len(pts) >= 3:
+            fixed = [[min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))] for x, y in pts]
+            xs, ys = [p[0] for p in fixed], [p[1] for p in fixed]
+            if max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:
+                continue
+        else:
+            continue
+        if [list(map(float, p)) for p in pts] != fixed:
+            what = []
+            if kind == "rectangle" and (pts[0][0] > pts[1][0] or pts[0][1] > pts[1][1]):
+                what.append("corners reordered")
+            if any(not (0 <= x <= width and 0 <= y <= height) for x, y in pts):
+                what.append(f"clipped to {width}x{height}")
+            changes.append(f"shapes[{i}] {' and '.join(what) or 'normalized'}")
+            shape["points"] = fixed
+    return new, changes
+
+
+def _backup_path(path: Path) -> Path:
+    candidate = path.with_name(path.name + BACKUP_SUFFIX)
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}{BACKUP_SUFFIX}{n}")
+        n += 1
+    return candidate
+
+
+def _apply_fix(json_path: Path, new: dict) -> Path:
+    """Copy the JSON to a fresh backup, then replace it atomically; the file mode is kept."""
+    original = json_path.read_bytes()
+    mode = json_path.stat().st_mode & 0o7777
+    backup = _backup_path(json_path)
+    write_bytes_atomic(backup, original, overwrite=False)
+    write_json_atomic(json_path, new)
+    for p in (backup, json_path):
+        os.chmod(p, mode)
+    return backup
+
+
+def _check_labelme_file(sample: Sample, facts: ImageFacts | None, *, labels: frozenset[str] | None,
+                        min_face: float, fix: bool, report: Report) -> tuple[Sample, bool] | None:
+    """All checks of one labelme JSON and its image, appended to `report`; returns the sample as
+    checked and whether it is a negative (None if the JSON cannot be read)."""
+    from .formats.labelme import load_json, parse_labelme
+
+    jp, image = Path(sample.annotation_path), Path(sample.image_path)
+    name = str(jp)
+    add = report.issues.append
+    try:
+        data = load_json(jp)
+    except AnnotationError as e:  # changed on disk since it was listed
+        add(Issue("error", name, "", str(e).split(": ", 1)[-1], "bad-json"))
+        return None
+
+    exif_frame = False  # JSON holds the stored (unrotated) size of an EXIF-rotated photo
+    if facts is not None:
+        stated = (data.get("imageWidth"), data.get("imageHeight"))
+        if stated != (facts.width, facts.height) and facts.orientation in TRANSPOSING_ORIENTATIONS \
+                and stated == (facts.stored_width, facts.stored_height):
+            exif_frame = True
+        elif fix:
+            new, changes = fix_labelme(data, jp, image, facts.width, facts.height)
+            if changes:
+                try:
+                    backup = _apply_fix(jp, new)
+                except OSError as e:  # read-only folder, disk full: report it and go on checking
+                    add(Issue("error", name, "", f"cannot write the fix ({e.strerror or e}); file left as it was",
+                              "fix-failed"))
+                else:
+                    report.fixed.append(name)
+                    add(Issue("info", name, "", f"fixed: {'; '.join(changes)} (original kept as {backup.name})",
+                              "fixed"))
+                    data = new
+
+    stated_w, stated_h = data.get("imageWidth"), data.get("imageHeight")
+    if facts is None or exif_frame:
+        width, height = stated_w, stated_h
+    else:
+        width, height = facts.width, facts.height
+    if exif_frame:
+        add(Issue("error", name, "imageWidth/imageHeight",
+                  f"{stated_w}x{stated_h} is the stored pixel size, but EXIF orientation {facts.orientation} "
+                  f"displays {image.name} as {facts.width}x{facts.height}, the size labelme shows and expects; "
+                  "the boxes are probably in the unrotated frame, so they are not fixed automatically: "
+                  "re-draw them in labelme, or save the photo upright without the EXIF tag",
+                  "exif-rotated-size"))
+    elif facts is not None and (stated_w, stated_h) != (facts.width, facts.height):
+        add(Issue("error", name, "imageWidth/imageHeight",
+                  f"JSON says {stated_w}x{stated_h} but {image.name} is {facts.width}x{facts.height} "
+                  "(labelme refuses to open a file whose sizes disagree)",
+                  "size-mismatch", fixable=True))
+
+    if not _image_path_points_to(data, jp, image):
+        stated = data.get("imagePath")
+        add(Issue("warning", name, "imagePath",
+                  (f"{stated!r} does not lead" if stated else "missing; it should lead") + f" to {image.name} "
+                  "beside the JSON (labelme resolves imagePath from the JSON's folder)",
+                  "image-path-mismatch", fixable=True))
+
+    sized = {**data, "imageWidth": width, "imageHeight": height}
+    parse_issues: list[Issue] = []
+    try:
+        checked = parse_labelme(sized, jp, issues=parse_issues, image_id=sample.image_id)
+    except AnnotationError as e:
+        add(Issue("error", name, "", str(e).split(": ", 1)[-1], "bad-json"))
+        return None
+    report.issues.extend(i for i in parse_issues if i.field != "imagePath")  # checked above, image-aware
+
+    # One parse per shape maps every box back to its index, for labels and sizes.
+    for k, shape in enumerate(data["shapes"]):
+        one = parse_labelme({**sized, "shapes": [shape]}, jp, issues=[], image_id=sample.image_id)
+        for box in one.boxes:
+            if labels is not None and box.label not in labels:
+                add(Issue("error", name, f"shapes[{k}].label",
+                          f"label {box.label!r} is not one of the allowed labels ({', '.join(sorted(labels))})",
+                          "label-not-allowed"))
+            if min_face and min(box.width, box.height) < min_face:
+                add(Issue("warning", name, f"shapes[{k}].points",
+                          f"{box.label} is {box.width:g}x{box.height:g} px, smaller than --min-face {min_face:g}",
+                          "tiny-face"))
+    if not data["shapes"]:
+        add(Issue("info", name, "shapes", "negative: labeled with no face", "negative"))
+    # a negative is a JSON with no shapes, not one whose every shape was rejected
+    return checked.replace(image_path=image), not data["shapes"]
+
+
+def _load_quietly(jp: Path) -> dict:
+    from .formats.labelme import load_json
+
+    try:
+        return load_json(jp)
+    except AnnotationError:
+        return {}
+
+
+def _check_orphan_json(jp: Path, root: Path, report: Report) -> None:
+    """A JSON with no same-stem image beside it."""
+    from .formats.labelme import load_json
+
+    name = str(jp)
+    if jp.parent.resolve() == Path(root).resolve() and jp.name == RECORD_NAME:
+        return  # the dataset's own provenance record
+    try:
+        data = load_json(jp)
+    except AnnotationError as e:
+        msg = str(e).split(": ", 1)[-1]
+        if "not a labelme file" in msg:
+            report.issues.append(Issue("info", name, "", "not a labelme file and has no image beside it (ignored)",
+                                       "orphan-json"))
+        else:
+            report.issues.append(Issue("warning", name, "", f"{msg}; no image beside it (ignored)", "orphan-json"))
+        return
+    field_ = data.get("imagePath")
+    target = jp.parent / field_.replace("\\", "/") if isinstance(field_, str) and field_ else None
+    if target is not None and target.is_file():
+        report.issues.append(Issue(
+            "warning", name, "imagePath",
+            f"no image named {jp.stem}.* beside it; its imagePath {field_!r} exists, but annotations are "
+            f"paired by name, so this JSON is ignored (rename it {target.stem}.json?)", "orphan-json"))
+    else:
+        embedded = " (labelme can still show the copy embedded in imageData; save it as an image beside " \
+            "the JSON to use it here)" if data.get("imageData") else ""
+        report.issues.append(Issue("error", name, "imagePath",
+                                   f"image missing: {field_!r} not found and no {jp.stem}.* beside the JSON"
+                                   f"{embedded}", "image-missing"))
+
+
+def _rel(path: Path, root: Path) -> str:
+    """`path` as the user would find it from the dataset root (absolute if outside it)."""
+    rel = os.path.relpath(path, root)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _check_duplicates(facts: Iterable[ImageFacts], report: Report, *, person_of: dict[Path, str]) -> None:
+    by_hash: dict[str, list[Path]] = {}
+    for f in facts:
+        by_hash.setdefault(f.sha256, []).append(f.path)
+    dup_images = 0
+    for digest, paths in by_hash.items():
+        if len(paths) < 2:
+            continue
+        dup_images += len(paths) - 1
+        names = sorted({person_of[p] for p in paths if p in person_of})
+        base = report.root if report.root.is_dir() else report.root.parent
+        others = ", ".join(_rel(p, base) for p in paths[1:])
+        if len(names) > 1:
+            report.issues.append(Issue(
+                "error", str(paths[0]), "",
+                f"the same crop is filed under {len(names)} people ({', '.join(names)}): {others} "
+                f"(sha256 {digest[:12]})", "duplicate-across-people"))
+        else:
+            report.issues.append(Issue("warning", str(paths[0]), "",
+                                       f"{len(paths)} identical images: also {others} (sha256 {digest[:12]})",
+                                       "duplicate-image"))
+    report.counts["duplicates"] = dup_images
+
+
+def _check_people(root: Path, people: dict[str, list[Path]], facts: dict[Path, ImageFacts],
+                  report: Report, *, imbalance: float) -> None:
+    base = Path(root) / PEOPLE
+    for stray in sorted(p for p in base.iterdir() if p.is_file() and is_image(p)):
+        report.issues.append(Issue("warning", str(stray), "", "image directly in people/ is ignored: "
+                                   "put each crop in people/NAME/", "person-folder"))
+    for person, paths in people.items():
+        report.people[person] = sum(1 for p in paths if p in facts)
+        if not paths:
+            report.issues.append(Issue("warning", str(base / person), "", "no images for this person",
+                                       "empty-person"))
+    report.counts["person_images"] = sum(report.people.values())
+    counts = {p: n for p, n in report.people.items() if n > 0}
+    if len(counts) == 1:
+        report.issues.append(Issue("warning", str(base), "",
+                                   f"only one person ({next(iter(counts))}): a recognizer needs two or more",
+                                   "one-person"))
+    if len(counts) >= 2:
+        most, least = max(counts, key=counts.get), min(counts, key=counts.get)
+        ratio = counts[most] / counts[least]
+        if imbalance and ratio > imbalance:
+            report.issues.append(Issue(
+                "warning", str(base), "",
+                f"imbalanced: {most} has {counts[most]} crops, {least} only {counts[least]} "
+                f"(ratio {ratio:.1f} > {imbalance:g}); capture more of {least} or augment it", "imbalance"))
+
+
+def _validate_labelme(root: Path, report: Report, *, labels, min_face, fix, imbalance, workers, progress) -> None:
+    ds = load_dataset(root, read_sizes=False)
+    images = list_images(root)
+    people = list_people(root)
+    person_of = {p: name for name, paths in people.items() for p in paths}
+    facts, image_issues = inspect_images(images + list(person_of), workers=workers, progress=progress)
+    report.issues.extend(image_issues)
+
+    labeled = [s for s in ds.samples if s.labeled]
+    rechecked = {str(s.annotation_path) for s in labeled}
+    # load_dataset's findings for files checked again below (now against the real image size) are
+    # replaced; its header-only image errors are superseded by the full decode above.
+    report.issues.extend(i for i in ds.issues if i.file not in rechecked and i.code != "bad-image")
+
+    by_file = {p.resolve(): f for p, f in facts.items()}
+    claimed: dict[Path, list[Sample]] = {}
+    for s in labeled:
+        claimed.setdefault(Path(s.annotation_path), []).append(s)
+    faces = negatives = 0
+    for jp, claims in claimed.items():
+        s = claims[0]
+        if len(claims) > 1:  # a.jpg and a.png both pair with a.json
+            s = next((c for c in claims if _image_path_points_to(_load_quietly(jp), jp, c.image_path)), s)
+            report.issues.append(Issue(
+                "warning", str(jp), "", f"claimed by {len(claims)} images with the same name "
+                f"({', '.join(c.image_path.name for c in claims)}); checked against {s.image_path.name}; "
+                "rename the others", "ambiguous-json"))
+        checked = _check_labelme_file(s, by_file.get(s.image_path.resolve()), labels=labels, min_face=min_face,
+                                      fix=fix, report=report)
+        if checked is not None:
+            report.samples.append(checked[0])
+            faces += len(checked[0].boxes)
+            negatives += checked[1]
+    for s in ds.unlabeled:
+        report.issues.append(Issue("info", str(s.image_path), "", "unlabeled: no labelme JSON beside it "
+                                   "(left out of splits; `datatool label` opens it)", "unlabeled"))
+    for jp in ds.orphan_jsons:
+        _check_orphan_json(jp, root, report)
+    _check_duplicates(facts.values(), report, person_of=person_of)
+    if people:
+        _check_people(root, people, facts, report, imbalance=imbalance)
+
+    report.counts.update(images=len(images), labeled=len(claimed), negatives=negatives,
+                         unlabeled=len(ds.unlabeled), faces=faces, unreadable_images=len(image_issues),
+                         orphan_jsons=len(ds.orphan_jsons))
+
+
+# --------------------------------------------------------------------------- other formats
+
+
+def _reader(fmt: str):
+    import importlib
+
+    try:
+        from .formats import FORMATS
+    except ImportError:
+        FORMATS = {}
+    module = FORMATS.get(fmt)
+    if isinstance(module, str):
+        module = importlib.import_module(module)
+    read = getattr(module, "read", None)
+    if read is None:
+        raise DatatoolError(f"--format {fmt}: no reader for this format in this version "
+                            f"(available: {', '.join(sorted(k for k, m in FORMATS.items() if hasattr(m, 'read'))) or 'labelme'})")
+    return read
+
+
+def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_face, workers, progress) -> None:
+    """The image and box checks for a dataset in another format, read through its module's `read`."""
+    read = _reader(fmt)
+    read_issues: list[Issue] = []
+    try:
+        samples = read(Path(src), images=Path(images) if images else None, issues=read_issues)
+    except DatatoolError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatatoolError(f"{src}: cannot read as {fmt} ({type(e).__name__}: {e})") from e
+    report.issues.extend(read_issues)
+    paths = list(dict.fromkeys(Path(s.image_path) for s in samples))
+    facts, image_issues = inspect_images(paths, workers=workers, progress=progress)
+    report.issues.extend(image_issues)
+    faces = negatives = 0
+    for s in samples:
+        name = str(s.annotation_path or src)
+        where = s.image_id
+        f = facts.get(Path(s.image_path))
+        width, height = s.width, s.height
+        if f is not None and (s.width, s.height) != (f.width, f.height):
+            add_exif = (f" (EXIF orientation {f.orientation}: stored {f.stored_width}x{f.stored_height})"
+                        if f.orientation in TRANSPOSING_ORIENTATIONS else "")
+            report.issues.append(Issue("error", name, f"{where} size",
+                                       f"annotation says {s.width}x{s.height} but the image is "
+                                       f"{f.width}x{f.height} as displayed{add_exif}", "size-mismatch"))
+            width, height = f.width, f.height
+        for j, box in enumerate(s.boxes):
+            field_ = f"{where} boxes[{j}]"
+            if not box.is_inside(width, height):
+                report.issues.append(Issue("warning", name, field_, f"box {list(box.xyxy)} extends outside the "
+                                           f"{width}x{height} image", "box-out-of-bounds"))
+            if box.width <= 0 or box.height <= 0:
+                report.issues.append(Issue("error", name, field_, f"zero-area box {list(box.xyxy)}", "zero-area-box"))
+            elif min_face and min(box.width, box.height) < min_face:
+                report.issues.append(Issue("warning", name, field_, f"{box.label} is {box.width:g}x{box.height:g} "
+                                           f"px, smaller than --min-face {min_face:g}", "tiny-face"))
+            if labels is not None and box.label not in labels:
+                report.issues.append(Issue("error", name, field_, f"label {box.label!r} is not one of the allowed "
+                                           f"labels ({', '.join(sorted(labels))})", "label-not-allowed"))
+        faces += len(s.boxes)
+        negatives += s.is_negative
+        if not s.labeled:
+            report.issues.append(Issue("info", str(s.image_path), "", "unlabeled: no annotation (left out of "
+                                       "splits)", "unlabeled"))
+        elif s.is_negative:
+            report.issues.append(Issue("info", name, where, "negative: labeled with no face", "negative"))
+    _check_duplicates(facts.values(), report, person_of={})
+    report.samples = list(samples)
+    report.counts.update(images=len(paths), labeled=sum(s.labeled for s in samples), negatives=negatives,
+                         unlabeled=sum(not s.labeled for s in samples), faces=faces,
+                         unreadable_images=len(image_issues))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def validate(root: Path, *, format: str = "labelme", images: Path | None = None,
+             labels: Iterable[str] | None = None, min_face: float = DEFAULT_MIN_FACE, fix: bool = False,
+             imbalance: float = DEFAULT_IMBALANCE, workers: int | None = None, progress: bool = False) -> Report:
+    """Check a dataset and return every issue found (never stops at the first).
+
+    `root` is a dataset folder (labelme JSONs beside images, optional `people/NAME/`), or for another
+    `format` whatever its reader takes (a WIDER gt txt with `images` its tree, a COCO JSON, ...).
+    `labels`: the allowed box labels (None = any). `min_face`: faces narrower or shorter than this many
+    pixels are warned about (0 = off). `fix`: apply the safe fixes described in the module docstring
+    (labelme only). `imbalance`: warn when the largest person has more than this many times the crops
+    of the smallest.
+    """
+    root = Path(root)
+    allowed = frozenset(l.strip() for l in labels if l.strip()) if labels is not None else None
+    report = Report(root=root, format=format)
+    if format == "labelme":
+        if images is not None:
+            raise DatatoolError("--images is for other formats (e.g. the WIDER images tree); a labelme dataset "
+                                "keeps its images beside the JSONs")
+        _validate_labelme(root, report, labels=allowed, min_face=min_face, fix=fix, imbalance=imbalance,
+                          workers=workers, progress=progress)
+    else:
+        if fix:
+            raise DatatoolError(f"--fix edits labelme JSONs only; convert the {format} dataset first "
+                                f"(datatool convert {root} --from {format} --to labelme --out DIR)")
+        if not root.exists():
+            raise DatatoolError(f"{root}: not found")
+        _validate_samples(root, report, fmt=format, images=images, labels=allowed, min_face=min_face,
+                          workers=workers, progress=progress)
+    where = str(images_dir(root)) if format == "labelme" else str(root)
+    if not report.counts.get("images") and not report.people:
+        report.issues.append(Issue("error", where, "", "no images found", "empty"))
+    elif report.counts.get("labeled") and not report.counts.get("negatives"):
+        report.issues.append(Issue("warning", where, "", "no negatives (images labeled with no face): the "
+                                   "detector learns 'no face here' from them", "no-negatives"))
+    rank = {s: k for k, s in enumerate(SEVERITIES)}
+    report.issues.sort(key=lambda i: rank[i.severity])  # stable: file order kept within a severity
+    return report
+
+
+# --------------------------------------------------------------------------- picture
+
+
+def problem_sheet(report: Report, path: Path, *, limit: int = 36, cell: int = 256) -> int:
+    """Draw the images that have errors or warnings (errors first) with their boxes and first issue
+    on one contact sheet at `path`; returns how many were drawn (nothing is written when none)."""
+    from .draw import contact_sheet, draw_boxes, save_rgb
+
+    by_file: dict[str, Sample] = {}
+    for s in report.samples:
+        by_file[str(s.image_path)] = s
+        if s.annotation_path is not None:
+            by_file.setdefault(str(s.annotation_path), s)
+    picked: dict[Path, tuple[Sample, Issue]] = {}
+    for issue in report.issues:
+        s = by_file.get(issue.file)
+        if issue.severity != "info" and s is not None and s.image_path not in picked:
+            picked[s.image_path] = (s, issue)
+        if len(picked) >= limit:
+            break
+    import cv2
+
+    tiles, titles = [], []
+    for s, issue in picked.values():
+        try:
+            rgb = load_rgb(s.image_path)
+        except ImageError:
+            continue
+        # draw at the size the tile is shown, so small images get readable boxes and captions
+        k = cell / max(rgb.shape[:2])
+        rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * k)), max(1, round(rgb.shape[0] * k))),
+                         interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_NEAREST)
+        boxes = [b.scale(k, k) for b in s.boxes]
+        color = (255, 48, 48) if issue.severity == "error" else (255, 170, 0)
+        tiles.append(draw_boxes(rgb, boxes, captions=[b.label for b in boxes], color=color))
+        titles.append(f"{issue.severity[0].upper()} {issue.code} {s.image_path.name}")
+    if tiles:
+        save_rgb(path, contact_sheet(tiles, titles=titles, cell=cell))
+    return len(tiles)
