@@ -89,7 +89,7 @@ def load_dataset(root: Path, *, read_sizes: bool = True) -> Dataset:
             except AnnotationError as e:
                 ds.issues.append(Issue("error", str(jp), "", str(e).split(": ", 1)[-1], "bad-json"))
                 continue
-            if s.image_path.resolve() != img.resolve():
+            if s.image_path != img and s.image_path.resolve() != img.resolve():  # equal paths: skip the syscalls
                 s = s.replace(image_path=img)
             ds.samples.append(s)
         else:

@@ -62,3 +62,74 @@ def tiny_dataset(tmp_path) -> Path:
     write_labelme_json(neg, [], width=64, height=48)
     write_image(images / "unlabeled_0.jpg", seed=11)
     return root
+
+
+# --- TFRecord fixtures (built with `datatool.split.split`, shared by split/inspect/trainer tests) ---
+
+def make_face_dataset(root: Path, *, n: int = 120, size: int = 64, negatives: float = 0.2, seed: int = 0) -> Path:
+    """A labelme dataset of `n` noise JPEGs, each with one bright square "face" (labelme box on it)
+    except ~`negatives` of them (a JSON with no shapes). Every image is its own group."""
+    rng = np.random.default_rng(seed)
+    images = Path(root) / "images"
+    for k in range(n):
+        path = images / f"img_{k:04d}.jpg"
+        if rng.random() < negatives:
+            write_image(path, size, size, seed=seed * 100_000 + k)
+            write_labelme_json(path, [], width=size, height=size)
+        else:
+            side = int(rng.integers(size // 5, size // 2))
+            x0, y0 = (int(v) for v in rng.integers(0, size - side, size=2))
+            box = (x0, y0, x0 + side, y0 + side)
+            write_image(path, size, size, seed=seed * 100_000 + k, box=box)
+            write_labelme_json(path, [box], width=size, height=size)
+    return Path(root)
+
+
+def make_people_dataset(root: Path, *, per_person: int = 20, size: int = 48, seed: int = 0) -> Path:
+    """`people/{alice,bob,carol}/*.jpg`: three identities a tiny model learns from scratch -
+    alice is reddish with horizontal stripes, bob greenish with vertical stripes, carol bluish
+    with a checkerboard - plus per-image noise and brightness jitter."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    patterns = {
+        "alice": ((200, 60, 60), (yy // 6) % 2),
+        "bob": ((60, 190, 70), (xx // 6) % 2),
+        "carol": ((60, 80, 210), ((xx // 8) + (yy // 8)) % 2),
+    }
+    for name, (color, mask) in patterns.items():
+        folder = Path(root) / "people" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(per_person):
+            base = np.array(color, np.float32) * rng.uniform(0.8, 1.2)
+            img = base * (0.55 + 0.45 * mask[..., None]) + rng.normal(0, 12, (size, size, 3))
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{name}_{k:03d}.jpg", quality=92)
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def detection_tfrecords(tmp_path_factory) -> Path:
+    """TFDIR from `split` (ratios .7/.15/.15, seed 0) of 120 64x64 JPEGs: ~96 with one face box,
+    ~24 negatives, each its own group. Holds train (2 shards), val, test shards, split.csv,
+    dataset.json (label map {"face": 1})."""
+    from datatool.split import split
+
+    base = tmp_path_factory.mktemp("detection_tf")
+    src = make_face_dataset(base / "ds")
+    out = base / "tf"
+    split(src, out=out, ratios=(0.7, 0.15, 0.15), seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def identity_tfrecords(tmp_path_factory) -> Path:
+    """TFDIR from `split --task identity` of 3 synthetic people x 20 48x48 JPEGs (labels.txt:
+    alice, bob, carol -> 0, 1, 2), stratified per person over train/val/test (.7/.15/.15, seed 0)."""
+    from datatool.split import split
+
+    base = tmp_path_factory.mktemp("identity_tf")
+    src = make_people_dataset(base / "ds")
+    out = base / "tf"
+    split(src, out=out, task="identity", ratios=(0.7, 0.15, 0.15), seed=0, progress=False)
+    return out

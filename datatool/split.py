@@ -1,0 +1,627 @@
+"""Grouped, stratified train/val/test split of a dataset into TFRecord shards.
+
+Leakage: every image belongs to a *unit* that is never divided between splits. The unit is
+the sample's `group` (sha256 of the original image an augmented variant came from; the
+sha256 of the image's own bytes when the annotation names none), or with
+`group_by="session"` the capture `session` (falling back to the group), so near-duplicate
+frames of one webcam session stay together.
+
+Assignment (deterministic, documented here because no library splitter does grouped +
+stratified + three-way ratios; scikit-learn's `StratifiedGroupKFold` only makes k equal folds):
+
+1. Each unit gets a stratum: for detection `negative` when most of its images have no face,
+   else `face`; for identity the person most of its images show.
+2. Units are ordered by `sha256(f"{seed}:{unit}")` - a seeded shuffle that does not depend on
+   listing order and keeps the relative order of existing units when new ones are added -
+   then stably by size, largest first (big units placed first pack better).
+3. Strata are processed smallest first. Each unit goes to the split with the largest
+   *deficit*: `ratio * (images of the strata processed so far) - images already assigned`.
+   Targets are cumulative, so the last (largest) stratum absorbs the rounding of the earlier
+   ones: each split ends within about one unit's size of its share overall, and each stratum
+   gets its share too.
+4. A split with a non-zero ratio left empty (tiny datasets) takes the smallest unit of the
+   split with the most units, when that split has more than one; if it still is empty, a
+   warning says so.
+
+Same inputs and seed -> same split and byte-identical shards.
+
+Shards: `{split}-{i:05d}-of-{n:05d}.tfrecord`. `shards="auto"` aims at ~150 MB per shard
+(estimated from the source files' sizes, scaled for `max_side`), and gives `train` at least
+`min(4, images // 32)` shards so a multi-worker reader (tf.data interleave, tf.distribute
+auto-sharding by file) has several files to spread. Records are in a seeded shuffled order,
+cut into contiguous shards. Every shard is written under a temporary name and all are
+renamed only once every shard is complete, so an error or Ctrl-C leaves no `.tfrecord`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .dataset import image_key, list_people, load_dataset
+from .errors import DatatoolError, ImageError
+from .fsutil import (atomic_path, command_line, prepare_output_dir, read_record, write_record,
+                     write_text_atomic)
+from .images import sha256_bytes
+from .report import Issue
+from .sample import Sample
+from .tfrecord import SHARD_RE, SPLITS, shard_name
+
+TASKS = ("detection", "identity")
+GROUP_BY = ("group", "session")
+TARGET_SHARD_BYTES = 150 * 1024 * 1024
+MIN_RECORDS_PER_SHARD = 32
+MAX_MIN_TRAIN_SHARDS = 4
+NEGATIVE = "negative"
+FACE = "face"
+JPEG_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class SplitItem:
+    """One image on its way into a split: the sample plus what the split decides by."""
+
+    sample: Sample
+    unit: str  # the leakage unit: group (or session)
+    stratum: str
+    identity: tuple[int, str] | None = None  # (0-based label, name) for identity data
+    file_bytes: int = 0
+    file_sha256: str = ""  # set when computed (no group given): reused as image/key/sha256
+    probe: "ImageProbe | None" = None
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """What `split` wrote: per-split counts, shard names, excluded images and warnings."""
+
+    out: Path
+    task: str
+    counts: dict  # split -> {"images", "faces", "negatives", "groups", ...}
+    shards: dict  # split -> [shard file names]
+    excluded: tuple[Issue, ...] = ()
+    warnings: tuple[str, ...] = ()
+    label_map: dict = field(default_factory=dict)
+    passthrough: int = 0  # images whose JPEG bytes went in untouched
+    reencoded: int = 0
+
+
+def parse_ratios(text: str | Sequence[float]) -> tuple[float, float, float]:
+    """`"0.7,0.15,0.15"` (or a sequence) -> three non-negative ratios summing to 1 (normalized)."""
+    if isinstance(text, str):
+        parts = [p for p in text.replace(" ", "").split(",") if p]
+        try:
+            values = [float(p) for p in parts]
+        except ValueError as e:
+            raise DatatoolError(f"--ratios: expected three numbers like 0.7,0.15,0.15, got {text!r}") from e
+    else:
+        values = [float(v) for v in text]
+    if len(values) != 3:
+        raise DatatoolError(f"--ratios: expected three numbers (train,val,test), got {len(values)}")
+    if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+        raise DatatoolError(f"--ratios: expected non-negative numbers with a positive sum, got {values}")
+    total = sum(values)
+    if abs(total - 1.0) > 1e-6 and abs(total - 100.0) > 1e-6:
+        raise DatatoolError(f"--ratios: should sum to 1 (or 100), got {total:g}")
+    return tuple(v / total for v in values)
+
+
+def _unit_order_key(seed: int, unit: str) -> str:
+    return hashlib.sha256(f"{seed}:{unit}".encode("utf-8")).hexdigest()
+
+
+def assign_splits(units: dict[str, tuple[str, int]], *, ratios: Sequence[float], seed: int = 0,
+                  ) -> tuple[dict[str, str], list[str]]:
+    """Assign units to splits (the algorithm in the module docstring).
+
+    `units` maps unit id -> (stratum, number of images). Returns (unit -> split name, warnings).
+    Pure and deterministic: the same units, ratios and seed give the same assignment.
+    """
+    ratios = tuple(float(r) for r in ratios)
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for unit, (stratum, _size) in units.items():
+        by_stratum[stratum].append(unit)
+    strata = sorted(by_stratum, key=lambda s: (sum(units[u][1] for u in by_stratum[s]), s))
+    assigned = {name: 0 for name in SPLITS}
+    members: dict[str, list[str]] = {name: [] for name in SPLITS}
+    seen_total = 0
+    result: dict[str, str] = {}
+    for stratum in strata:
+        order = sorted(by_stratum[stratum], key=lambda u: _unit_order_key(seed, u))
+        order.sort(key=lambda u: -units[u][1])  # stable: shuffled order kept among equal sizes
+        seen_total += sum(units[u][1] for u in order)
+        for unit in order:
+            deficits = [ratios[k] * seen_total - assigned[name] for k, name in enumerate(SPLITS)]
+            best = max(range(len(SPLITS)), key=lambda k: (ratios[k] > 0, deficits[k], -k))
+            name = SPLITS[best]
+            result[unit] = name
+            assigned[name] += units[unit][1]
+            members[name].append(unit)
+
+    warnings = []
+    for k, name in enumerate(SPLITS):
+        if ratios[k] <= 0 or members[name]:
+            continue
+        donor = max(SPLITS, key=lambda s: (len(members[s]), assigned[s]))
+        if len(members[donor]) > 1:
+            unit = min(members[donor], key=lambda u: (units[u][1], _unit_order_key(seed, u)))
+            members[donor].remove(unit)
+            members[name].append(unit)
+            assigned[donor] -= units[unit][1]
+            assigned[name] += units[unit][1]
+            result[unit] = name
+        else:
+            warnings.append(f"split '{name}' is empty: only {len(units)} group(s) to share between "
+                            f"{sum(1 for r in ratios if r > 0)} splits")
+    return result, warnings
+
+
+# ----------------------------------------------------------------------------- collecting
+
+def _detection_items(root: Path, *, group_by: str, issues: list[Issue], workers: int | None = None,
+                     ) -> tuple[list[SplitItem], list[Sample]]:
+    ds = load_dataset(root)
+    issues.extend(i for i in ds.issues if i.severity == "error")
+    unlabeled = [s for s in ds.samples if not s.labeled]
+    for s in unlabeled:
+        issues.append(Issue("warning", str(s.image_path), "", "unlabeled (no labelme JSON): excluded from the split",
+                            "unlabeled"))
+
+    def make(s):
+        return _make_item(s, group_by=group_by, stratum=FACE if s.boxes else NEGATIVE)
+
+    items = []
+    for got in _ordered_parallel(make, [s for s in ds.samples if s.labeled], workers=_workers(workers)):
+        (items if isinstance(got, SplitItem) else issues).append(got)
+    return items, unlabeled
+
+
+def _workers(workers: int | None) -> int:
+    return workers or min(8, os.cpu_count() or 1)
+
+
+def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, str] | None = None,
+               size_from_image: bool = False) -> SplitItem | Issue:
+    """Check the image header against the annotation and fill in the group; an `Issue` if unusable.
+
+    The file is read once here: its sha256 (when the annotation names no group) and its header
+    (size as displayed, and whether the bytes can go into a record untouched) come from it.
+    """
+    try:
+        data = s.image_path.read_bytes()
+        probe = probe_image(data, name=str(s.image_path))
+    except OSError as e:
+        return Issue("error", str(s.image_path), "", f"cannot read image ({e.strerror or e}) (excluded)", "bad-image")
+    except ImageError as e:
+        return Issue("error", str(s.image_path), "", f"{str(e).split(': ', 1)[-1]} (excluded)", "bad-image")
+    if size_from_image:
+        s = s.replace(width=probe.width, height=probe.height)
+    if (probe.width, probe.height) != (s.width, s.height):
+        where = str(s.annotation_path or s.image_path)
+        return Issue("error", where, "imageWidth/imageHeight",
+                     f"annotation says {s.width}x{s.height} but the image displays as {probe.width}x{probe.height} "
+                     "(boxes would land in the wrong place; excluded - run `datatool validate --fix`)", "size-mismatch")
+    file_sha = "" if s.group else sha256_bytes(data)
+    group = s.group or file_sha
+    if not s.group:
+        s = s.replace(group=group)
+    unit = group
+    if group_by == "session":
+        session = s.attributes.get("session")
+        unit = f"session:{session}" if session else group
+    return SplitItem(sample=s, unit=unit, stratum=stratum, identity=identity, file_bytes=len(data),
+                     file_sha256=file_sha, probe=probe)
+
+
+def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[list[SplitItem], list[str]]:
+    """`people/NAME/*` images as identity items; a same-stem labelme JSON may carry group/session."""
+    from .formats.labelme import FACEKIT_KEY, json_path_for, load_json
+
+    people = {name: imgs for name, imgs in list_people(root).items()}
+    if not people:
+        raise DatatoolError(f"{root}: no people/NAME/ folders with images (needed for --task identity)")
+    names = []
+    for name, imgs in people.items():
+        if imgs:
+            names.append(name)
+        else:
+            issues.append(Issue("warning", str(Path(root) / "people" / name), "", "no images: person skipped",
+                                "empty-person"))
+    items = []
+    for label, name in enumerate(names):
+        for img in people[name]:
+            extra = {}
+            jp = json_path_for(img)
+            if jp.exists():
+                try:
+                    extra = load_json(jp).get(FACEKIT_KEY) or {}
+                except DatatoolError as e:
+                    issues.append(Issue("warning", str(jp), "", f"{e} (group taken from the image bytes)", "bad-json"))
+                if not isinstance(extra, dict):
+                    extra = {}
+            key = Path(img).relative_to(root).as_posix()
+            attrs = {"person": name, **({"session": extra["session"]} if extra.get("session") else {})}
+            # no annotation to check the size against: _make_item takes it from the image header
+            s = Sample(image_path=img, width=1, height=1, image_id=key, group=str(extra.get("group") or ""),
+                       attributes=attrs)
+            got = _make_item(s, group_by=group_by, stratum=name, identity=(label, name), size_from_image=True)
+            (items if isinstance(got, SplitItem) else issues).append(got)
+    return items, names
+
+
+# ----------------------------------------------------------------------------- images
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """What an image file's header says: size as displayed and whether its bytes can be stored as is."""
+
+    width: int  # as displayed (EXIF orientation applied)
+    height: int
+    upright_jpeg: bool  # JPEG, no EXIF rotation, RGB or grey, ends with the EOI marker
+
+
+def probe_image(data: bytes, *, name: str = "<bytes>") -> ImageProbe:
+    """Read an image's header (no pixel decoding) from its bytes."""
+    from PIL import Image
+
+    from .images import MAX_PIXELS
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            try:
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+            except Exception:  # malformed EXIF: viewers treat it as upright
+                orientation = 1
+            fmt, mode = im.format, im.mode
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: image larger than {MAX_PIXELS} pixels, refusing to load") from e
+    except Exception as e:  # PIL raises many types for broken headers
+        raise ImageError(f"{name}: not an image or unsupported format ({e})") from e
+    if orientation in (5, 6, 7, 8):  # transposed: width and height swap on display
+        w, h = h, w
+    upright = (fmt == "JPEG" and orientation == 1 and mode in ("RGB", "L")
+               and data.rstrip(b"\x00").endswith(b"\xff\xd9"))
+    return ImageProbe(width=w, height=h, upright_jpeg=upright)
+
+
+def prepare_image(path: Path, *, max_side: int | None = None, probe: ImageProbe | None = None,
+                  ) -> tuple[bytes, int, int, bool]:
+    """Image file -> `(jpeg_bytes, width, height, passthrough)` ready for `image/encoded`.
+
+    JPEG files that are upright (no EXIF rotation), RGB or grey, complete (end with the EOI
+    marker) and within `max_side` go in byte for byte. Anything else is decoded, EXIF
+    orientation applied, downscaled so the longest side is at most `max_side`, and
+    re-encoded as JPEG (quality 95) - TensorFlow's decoder ignores EXIF, so this is what
+    keeps boxes on the faces. `probe` (from `probe_image`, same file) skips re-reading the header.
+    """
+    from PIL import Image, ImageOps
+
+    from .images import MAX_PIXELS, encode_jpeg
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read image ({e.strerror or e})") from e
+    probe = probe or probe_image(data, name=str(path))
+    if probe.upright_jpeg and (max_side is None or max(probe.width, probe.height) <= max_side):
+        return data, probe.width, probe.height, True
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            w, h = im.size
+            if max_side is not None and max(w, h) > max_side:
+                s = max_side / max(w, h)
+                w, h = max(1, round(w * s)), max(1, round(h * s))
+                im = im.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            import numpy as np
+
+            rgb = np.asarray(im)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: image larger than {MAX_PIXELS} pixels, refusing to load") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
+    return encode_jpeg(rgb, quality=JPEG_QUALITY), w, h, False
+
+
+def _ordered_parallel(fn, items, *, workers: int, window: int = 64):
+    """`map(fn, items)` on a thread pool, results in input order, at most `window` in flight."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facekit-split")
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def shard_count(n_images: int, est_bytes: int, *, split: str, shards: str | int = "auto") -> int:
+    """How many shards one split gets (see module docstring); 0 for an empty split."""
+    if n_images == 0:
+        return 0
+    if shards != "auto":
+        return max(1, min(int(shards), n_images))
+    n = max(1, math.ceil(est_bytes / TARGET_SHARD_BYTES))
+    if split == "train":
+        n = max(n, min(MAX_MIN_TRAIN_SHARDS, n_images // MIN_RECORDS_PER_SHARD))
+    return min(n, n_images)
+
+
+def _estimated_bytes(item: SplitItem, max_side: int | None) -> int:
+    s = item.sample
+    if max_side and max(s.width, s.height) > max_side:
+        return int(item.file_bytes * (max_side / max(s.width, s.height)) ** 2)
+    return item.file_bytes
+
+
+# ----------------------------------------------------------------------------- split
+
+def split(root: Path, *, out: Path, ratios: Sequence[float] | str = (0.7, 0.15, 0.15), seed: int = 0,
+          group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
+          task: str = "detection", overwrite: bool = False, workers: int | None = None,
+          progress: bool = True) -> SplitSummary:
+    """Split the dataset at `root` into `out/{train,val,test}-*.tfrecord`, `split.csv`, `dataset.json`.
+
+    - `task="detection"`: labelme images (unlabeled ones excluded and reported); negatives
+      (a JSON with no shapes) are stratified across splits. Class ids are 1-based, `face`=1.
+    - `task="identity"`: `people/NAME/*` images, stratified per person, `labels.txt` written
+      (line i is `image/class/label` i).
+    - `group_by`: `"group"` or `"session"` (see module docstring for the assignment).
+    - `shards`: `"auto"` or a number of shards per split. `max_side`: longest side in pixels.
+    Refuses a non-empty `out` unless `overwrite` (then stale shards from an earlier run are
+    removed once the new ones are complete). Returns a `SplitSummary`.
+    `split` = `write_split(plan_split(...), out=...)`: plan (read, check, assign), then write.
+    """
+    if Path(out).resolve() == Path(root).resolve():
+        raise DatatoolError(f"{out}: --out must not be the dataset folder itself")
+    plan = plan_split(root, ratios=ratios, seed=seed, group_by=group_by, shards=shards, max_side=max_side,
+                      task=task, workers=workers)
+    return write_split(plan, out=out, overwrite=overwrite, workers=workers, progress=progress)
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Everything decided before a byte is written: which image goes to which split and shard."""
+
+    root: Path
+    task: str
+    ratios: tuple
+    seed: int
+    group_by: str
+    max_side: int | None
+    per_split: dict  # split -> [SplitItem] in record order
+    shard_counts: dict  # split -> number of shards
+    label_map: dict
+    names: list  # identity: labels.txt lines
+    issues: list  # excluded images and other problems
+    warnings: list
+
+
+def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15), seed: int = 0,
+               group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
+               task: str = "detection", workers: int | None = None) -> SplitPlan:
+    """Read and check the dataset, assign every image to a split and a shard (see `split`)."""
+    root = Path(root)
+    if task not in TASKS:
+        raise DatatoolError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if group_by not in GROUP_BY:
+        raise DatatoolError(f"--group-by: expected one of {', '.join(GROUP_BY)}, got {group_by!r}")
+    ratios = parse_ratios(ratios)
+    if shards != "auto":
+        try:
+            shards = int(shards)
+        except (TypeError, ValueError) as e:
+            raise DatatoolError(f"--shards: expected 'auto' or a positive number, got {shards!r}") from e
+        if shards < 1:
+            raise DatatoolError(f"--shards: expected 'auto' or a positive number, got {shards}")
+    if max_side is not None and int(max_side) < 16:
+        raise DatatoolError(f"--max-side: expected at least 16 pixels, got {max_side}")
+    if not root.is_dir():
+        raise DatatoolError(f"{root}: dataset folder not found")
+
+    issues: list[Issue] = []
+    if task == "detection":
+        items, _unlabeled = _detection_items(root, group_by=group_by, issues=issues, workers=workers)
+        labels = sorted({b.label for it in items for b in it.sample.boxes} - {"face"})
+        label_map = {"face": 1, **{name: k + 2 for k, name in enumerate(labels)}}
+        names: list[str] = []
+    else:
+        items, names = _identity_items(root, group_by=group_by, issues=issues)
+        label_map = {name: k for k, name in enumerate(names)}
+    if not items:
+        raise DatatoolError(f"{root}: no usable labeled images to split"
+                            + (f" ({len(issues)} problem(s), e.g. {issues[0]})" if issues else ""))
+    seen: dict[str, Path] = {}
+    for it in items:
+        if it.sample.image_id in seen:
+            raise DatatoolError(f"{it.sample.image_path}: image_id {it.sample.image_id!r} is not unique "
+                                f"(also {seen[it.sample.image_id]})")
+        seen[it.sample.image_id] = it.sample.image_path
+
+    # A unit's stratum: the most common stratum of its images (ties: alphabetical).
+    unit_strata: dict[str, Counter] = defaultdict(Counter)
+    for it in items:
+        unit_strata[it.unit][it.stratum] += 1
+    units = {u: (min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0], sum(c.values())) for u, c in unit_strata.items()}
+    assignment, warnings = assign_splits(units, ratios=ratios, seed=seed)
+
+    per_split: dict[str, list[SplitItem]] = {name: [] for name in SPLITS}
+    for it in items:
+        per_split[assignment[it.unit]].append(it)
+    for name in SPLITS:  # seeded shuffled record order, independent of listing order
+        per_split[name].sort(key=lambda it: _unit_order_key(seed, "record:" + it.sample.image_id))
+
+    counts = {}
+    for name in SPLITS:
+        est = sum(_estimated_bytes(it, max_side) for it in per_split[name])
+        counts[name] = shard_count(len(per_split[name]), est, split=name, shards=shards)
+    return SplitPlan(root=root, task=task, ratios=ratios, seed=seed, group_by=group_by, max_side=max_side,
+                     per_split=per_split, shard_counts=counts, label_map=label_map, names=names, issues=issues,
+                     warnings=warnings)
+
+
+def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers: int | None = None,
+                progress: bool = True) -> SplitSummary:
+    """Write a `SplitPlan`: shards (temporary names, renamed together at the end), split.csv,
+    labels.txt (identity) and dataset.json."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from . import tfrecord
+
+    out = Path(out)
+    root, task, per_split, label_map, names = plan.root, plan.task, plan.per_split, plan.label_map, plan.names
+    issues, warnings, max_side, ratios = plan.issues, list(plan.warnings), plan.max_side, plan.ratios
+    prepare_output_dir(out, overwrite=overwrite)
+    workers = _workers(workers)
+    passthrough = reencoded = 0
+    written: dict[str, list[str]] = {name: [] for name in SPLITS}
+
+    class_ids = None if task == "identity" else label_map
+    # One flat, ordered stream over every record so image preparation overlaps across shards.
+    jobs = []  # (split, shard index, shard count, item)
+    for name in SPLITS:
+        its, n = per_split[name], plan.shard_counts[name]
+        bounds = [round(i * len(its) / n) for i in range(n + 1)] if n else [0]
+        for i in range(n):
+            jobs.extend((name, i, n, it) for it in its[bounds[i]:bounds[i + 1]])
+
+    total = len(jobs)
+
+    def prep(job):
+        return prepare_image(job[3].sample.image_path, max_side=max_side, probe=job[3].probe)
+
+    def untouched(it):
+        p = it.probe
+        return p is not None and p.upright_jpeg and (max_side is None or max(p.width, p.height) <= max_side)
+
+    if all(untouched(job[3]) for job in jobs):
+        workers = 1  # only file reads left: a thread pool costs more than it saves
+
+    with contextlib.ExitStack() as stack, tqdm(total=total, desc="split", unit="img", disable=not progress) as bar:
+        current, writer = None, None
+        for job, (data, w, h, passed) in zip(jobs, _ordered_parallel(prep, jobs, workers=workers)):
+            name, i, n, it = job
+            if (name, i) != current:
+                if writer is not None:
+                    writer.close()
+                final = out / shard_name(name, i, n)
+                tmp = stack.enter_context(atomic_path(final))
+                writer = tf.io.TFRecordWriter(str(tmp))
+                stack.callback(writer.close)
+                written[name].append(final.name)
+                current = (name, i)
+            sha = it.file_sha256 if passed and it.file_sha256 else None
+            ex = tfrecord.to_example(it.sample, data, width=w, height=h, class_ids=class_ids,
+                                     identity=it.identity, sha256=sha)
+            writer.write(ex.SerializeToString())
+            passthrough += passed
+            reencoded += not passed
+            bar.update(1)
+        if writer is not None:
+            writer.close()
+        # leaving the stack renames every temporary shard onto its final name (none on error)
+
+    keep = {n for names_ in written.values() for n in names_}
+    if overwrite:  # shards of an earlier run with other shard counts would be read as data
+        for p in out.iterdir():
+            if SHARD_RE.match(p.name) and p.name not in keep:
+                p.unlink()
+
+    counts = {}
+    for name in SPLITS:
+        its = per_split[name]
+        c = {
+            "images": len(its),
+            "faces": sum(len(it.sample.boxes) for it in its),
+            "negatives": sum(1 for it in its if not it.sample.boxes) if task == "detection" else 0,
+            "groups": len({it.unit for it in its}),
+        }
+        if task == "identity":
+            c["per_identity"] = dict(sorted(Counter(it.identity[1] for it in its).items()))
+        counts[name] = c
+        if not its and ratios[SPLITS.index(name)] > 0 and not any(f"'{name}'" in w for w in warnings):
+            warnings.append(f"split '{name}' is empty")
+
+    rows = []
+    for name in SPLITS:
+        for it in sorted(per_split[name], key=lambda it: it.sample.image_id):
+            rows.append([it.sample.image_id, name, it.sample.group, it.sample.attributes.get("session", "") or "",
+                         len(it.sample.boxes), it.identity[1] if it.identity else ""])
+    excluded_ids = []
+    for issue in issues:
+        if issue.severity == "error" or issue.code == "unlabeled":
+            excluded_ids.append(issue)
+            rows.append([_issue_id(issue, root), "excluded", "", "", "", issue.code])
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image_id", "split", "group", "session", "faces", "label"])
+    w.writerows(rows)
+    write_text_atomic(out / "split.csv", buf.getvalue())
+    if task == "identity":
+        write_text_atomic(out / "labels.txt", "".join(f"{n}\n" for n in names))
+
+    write_record(
+        out,
+        command=command_line(),
+        stage="split",
+        task=task,
+        source=str(root),
+        seed=plan.seed,
+        ratios=list(ratios),
+        group_by=plan.group_by,
+        max_side=max_side,
+        shards=written,
+        counts=counts,
+        label_map=label_map,
+        excluded=len(excluded_ids),
+        excluded_reasons=dict(Counter(i.code for i in excluded_ids)),
+        passthrough_jpegs=passthrough,
+        reencoded_images=reencoded,
+        warnings=warnings,
+        parent=read_record(root),
+    )
+    return SplitSummary(out=out, task=task, counts=counts, shards=written, excluded=tuple(excluded_ids),
+                        warnings=tuple(warnings), label_map=label_map, passthrough=passthrough,
+                        reencoded=reencoded)
+
+
+def _issue_id(issue: Issue, root: Path) -> str:
+    p = Path(issue.file)
+    try:
+        return image_key(p, root)
+    except (ValueError, DatatoolError):
+        return p.as_posix()
+
+
+def read_split_csv(path: Path) -> list[dict]:
+    """Rows of a `split.csv` as dicts (image_id, split, group, session, faces, label)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def summary_json(summary: SplitSummary) -> str:
+    return json.dumps({"out": str(summary.out), "counts": summary.counts, "warnings": list(summary.warnings)}, indent=2)
