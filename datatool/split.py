@@ -222,7 +222,9 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
 
 
 def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[list[SplitItem], list[str]]:
-    """`people/NAME/*` images as identity items; a same-stem labelme JSON may carry group/session."""
+    """`people/NAME/*` images as identity items; a same-stem labelme JSON, or else the `facekit:`
+    JPEG comment that `crop` and `capture` stamp, may carry group/session."""
+    from .capture import capture_info
     from .formats.labelme import FACEKIT_KEY, json_path_for, load_json
 
     people = {name: imgs for name, imgs in list_people(root).items()}
@@ -247,6 +249,8 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
                     issues.append(Issue("warning", str(jp), "", f"{e} (group taken from the image bytes)", "bad-json"))
                 if not isinstance(extra, dict):
                     extra = {}
+            else:
+                extra = capture_info(img) or {}
             key = Path(img).relative_to(root).as_posix()
             attrs = {"person": name, **({"session": extra["session"]} if extra.get("session") else {})}
             # no annotation to check the size against: _make_item takes it from the image header

@@ -18,6 +18,7 @@ from ..clikit import CONTEXT, FacekitGroup
 COMMAND_MODULES: list[str] = [
     "capture",
     "convert",
+    "crop",
     "split",
     "validate",
 ]
