@@ -16,6 +16,7 @@ from ..clikit import CONTEXT, FacekitGroup
 
 # Stage modules that register commands on `cli` when imported (cheap: they import only click).
 COMMAND_MODULES: list[str] = [
+    "augment",
     "capture",
     "convert",
     "crop",

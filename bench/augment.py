@@ -1,0 +1,151 @@
+"""Benchmark: `datatool augment` against a bare augmentation loop, measured in one run.
+
+    .venv/bin/python bench/augment.py [--images 60] [--factor 10] [--recipe default] [--repeat 2]
+
+Generates 640x480 JPEGs with a face-like blob and its labelme box, then times, on the same
+recipe and the same images:
+
+- bare: the loop the seed projects write (cv2.imread once per image, then per variant
+  Albumentations -> cv2.imwrite), with OpenCV pinned to one thread; no JSON, no seeds;
+- datatool augment with 1 worker (in-process) and with all cores (process pool, each worker
+  pinned to one OpenCV thread), originals not copied so both sides write the same images.
+
+Prints variants/s and the ratios to the bare loop. Goals: >= 0.9x with 1 worker, >= 1.8x with
+2 workers on 2 cores. Each figure is the best of --repeat runs (the machine may be shared);
+pool runs include starting the workers; the first pool run also starts the forkserver
+(later ones reuse it), so its figure is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def make_dataset(root: Path, n: int) -> None:
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = root / "images"
+    images.mkdir(parents=True)
+    yy, xx = np.mgrid[0:480, 0:640]
+    for i in range(n):
+        base = (rng.integers(40, 200, 3)[None, None, :] + 30 * np.sin((xx + yy * (i % 5)) / 40.0)[..., None])
+        img = np.clip(base + rng.normal(0, 12, (480, 640, 3)), 0, 255).astype(np.uint8)
+        w, h = int(rng.integers(90, 200)), int(rng.integers(110, 240))
+        x0, y0 = int(rng.integers(0, 640 - w)), int(rng.integers(0, 480 - h))
+        cv2.ellipse(img, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), 0, 0, 360, (150, 180, 225), -1)
+        name = f"img_{i:04d}.jpg"
+        cv2.imwrite(str(images / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        shape = {"label": "face", "points": [[x0, y0], [x0 + w, y0 + h]], "group_id": None, "description": "",
+                 "shape_type": "rectangle", "flags": {}, "mask": None}
+        (images / name).with_suffix(".json").write_text(json.dumps(
+            {"version": "6.3.1", "flags": {}, "shapes": [shape], "imagePath": name, "imageData": None,
+             "imageHeight": 480, "imageWidth": 640}))
+
+
+def bare_loop(src: Path, out: Path, recipe_name: str, factor: int) -> int:
+    import random
+
+    import cv2
+    import numpy as np
+
+    from datatool.augment import build_pipeline, load_recipe
+    from datatool.dataset import load_dataset
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        pipeline = build_pipeline(load_recipe(recipe_name))
+        # One generator shared by all transforms, as augment does. (`Compose(seed=)` /
+        # `set_random_seed` give every transform the same stream in Albumentations 2.0.8, so their
+        # p-draws coincide: half the variants would get no transform at all and the loop would
+        # do less work than the recipe asks for.)
+        pipeline.set_random_state(np.random.default_rng(0), random.Random(0))
+        out.mkdir(parents=True)
+        n = 0
+        for s in load_dataset(src).labeled:
+            rgb = cv2.cvtColor(cv2.imread(str(s.image_path)), cv2.COLOR_BGR2RGB)
+            boxes = [b.xyxy for b in s.boxes]
+            for v in range(factor):
+                r = pipeline(image=rgb, bboxes=boxes, box_index=list(range(len(boxes))))
+                cv2.imwrite(str(out / f"{s.image_path.stem}__aug{v:04d}.jpg"),
+                            cv2.cvtColor(r["image"], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                n += 1
+        return n
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def facekit(src: Path, out: Path, recipe_name: str, factor: int, workers: int) -> int:
+    from datatool.augment import augment_dataset
+
+    s = augment_dataset(src, out=out, recipe=recipe_name, factor=factor, seed=0, workers=workers,
+                        keep_originals=False)
+    return s.counts["variants"]
+
+
+def main() -> int:
+    from datatool.augment import default_workers
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=60)
+    ap.add_argument("--factor", type=int, default=10)
+    ap.add_argument("--recipe", default="default")
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+
+    cores = default_workers()
+    tmp = Path(tempfile.mkdtemp(prefix="facekit-bench-augment-"))
+    try:
+        src = tmp / "src"
+        make_dataset(src, args.images)
+        runs = [("bare loop", lambda o: bare_loop(src, o, args.recipe, args.factor)),
+                ("augment --workers 1", lambda o: facekit(src, o, args.recipe, args.factor, 1))]
+        if cores > 1:
+            runs.append((f"augment --workers {cores}", lambda o: facekit(src, o, args.recipe, args.factor, cores)))
+        os.sync()
+        for name, fn in runs[:2]:  # warm-up: first calls of OpenCV/Albumentations code paths, page cache
+            bare_loop(src, tmp / "warm-bare", args.recipe, 1) if name == "bare loop" else facekit(
+                src, tmp / "warm-augment", args.recipe, 1, 1)
+        rates: dict[str, list[float]] = {name: [] for name, _ in runs}
+        cpu: dict[str, list[float]] = {name: [] for name, _ in runs}  # this process's CPU seconds per variant
+        k = 0
+        for _ in range(args.repeat):
+            for name, fn in runs:  # interleaved, so a burst of load elsewhere hits every variant alike
+                out = tmp / f"out{k}"
+                k += 1
+                os.sync()  # earlier runs' writes are flushed outside the timed region
+                t, c = time.perf_counter(), time.process_time()
+                n = fn(out)
+                rates[name].append(n / (time.perf_counter() - t))
+                cpu[name].append((time.process_time() - c) / n)
+        base = max(rates["bare loop"])
+        print(f"augment benchmark: {args.images} images 640x480 x {args.factor} variants, recipe {args.recipe}, "
+              f"{cores} cores, best of {args.repeat}, load average {os.getloadavg()[0]:.2f} at the end")
+        for name, _ in runs:
+            r = max(rates[name])
+            first = f"   (first run {rates[name][0] / base:.2f}x)" if "workers" in name and cores > 1 else ""
+            print(f"  {name:<22} {r:8.1f} variants/s   {r / base:5.2f}x bare loop{first}")
+        # CPU time is less disturbed by other processes than wall time (single-process runs only)
+        ratio = min(cpu["bare loop"]) / min(cpu["augment --workers 1"])
+        print(f"  CPU time per variant: bare {min(cpu['bare loop']) * 1e3:.2f} ms, augment --workers 1 "
+              f"{min(cpu['augment --workers 1']) * 1e3:.2f} ms ({ratio:.2f}x)")
+        print("goals: >= 0.90x with 1 worker, >= 1.80x with 2 workers on 2 cores")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
