@@ -22,7 +22,8 @@ Output layout of `augment_dataset(SRC, out=DST)`:
 
     DST/images/<key stem>__aug0007.jpg (+ .json)   variants, labelme JSON written last
     DST/images/<key>              (+ .json)        originals, copied byte for byte
-    DST/people/NAME/<stem>__aug0007.jpg            variants of identity crops (no JSON)
+    DST/people/NAME/<stem>__aug0007.jpg            variants of identity crops (no JSON; their
+                                                   group is stamped in a JPEG comment)
     DST/manifest.csv                               one row per output, sorted by output
     DST/dataset.json                               what made the folder
 """
@@ -448,7 +449,13 @@ def _process_unsafe(task: _Task) -> dict:
         raise ImageError(f"{task.src_path}: cannot read image ({e.strerror or e})") from e
     sha = sha256_bytes(data)
     sample = task.sample
-    group = (sample.group if sample is not None else "") or sha
+    stamp = {}
+    if people:  # a crop's group/session travel in its JPEG comment (capture, crop); variants inherit it
+        from .capture import capture_info
+
+        info = capture_info(task.src_path) or {}
+        stamp = {k: info[k] for k in ("group", "session", "person") if info.get(k)}
+    group = (sample.group if sample is not None else stamp.get("group", "")) or sha
     n_in = len(sample.boxes) if sample is not None else ""
 
     # what a previous run already finished (--resume), and what is left to make
@@ -503,7 +510,12 @@ def _process_unsafe(task: _Task) -> dict:
             counts["dropped"] += 1
             continue
         img_path = opt.out / rel
-        write_bytes_atomic(img_path, _encode_jpeg(var.rgb, opt.quality), overwrite=overwrite)
+        encoded = _encode_jpeg(var.rgb, opt.quality)
+        if people:  # no JSON beside a crop: stamp the group so `split --task identity` keeps it with its original
+            from .capture import stamp_jpeg
+
+            encoded = stamp_jpeg(encoded.tobytes(), {**stamp, "group": group, "augment": {"source": task.src_rel, "variant": v}})
+        write_bytes_atomic(img_path, encoded, overwrite=overwrite)
         counts["variants"] += 1
         if people:
             rows.append(_row(rel, task.src_rel, v, seed, opt.recipe_sha256))

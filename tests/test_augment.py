@@ -470,3 +470,26 @@ def test_ctrl_c_with_a_pool_leaves_only_whole_files_and_resume_finishes(tmp_path
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     clean = augment_dataset(src, out=tmp_path / "clean", recipe="heavy", factor=40, workers=1)
     assert digests(out) == digests(clean.out)
+
+
+def test_people_variants_stay_with_their_original_in_an_identity_split(tmp_path):
+    # people crops have no JSON: the group must travel in the variant's JPEG, or split would scatter them
+    from datatool.capture import capture_info
+    from datatool.split import split
+
+    src = tmp_path / "src"
+    for person, seed in (("alice", 1), ("bob", 2)):
+        for k in range(4):
+            write_image(src / "people" / person / f"{k}.jpg", 32, 32, seed=seed * 10 + k)
+    augment_dataset(src, out=tmp_path / "aug", factor=3, seed=0, workers=1)
+    variant = tmp_path / "aug" / "people" / "alice" / "0__aug0000.jpg"
+    assert capture_info(variant)["group"] == sha256_file(src / "people" / "alice" / "0.jpg")
+    split(tmp_path / "aug", out=tmp_path / "tf", task="identity", ratios=(0.5, 0.25, 0.25), seed=0)
+    rows = (tmp_path / "tf" / "split.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    by_group: dict[str, set[str]] = {}
+    for line in rows[1:]:
+        rec = dict(zip(header, line.split(",")))
+        by_group.setdefault(rec["group"], set()).add(rec["split"])
+    assert len(by_group) == 8  # 8 originals, each with its 3 variants
+    assert all(len(splits) == 1 for splits in by_group.values()), by_group
