@@ -133,3 +133,23 @@ def identity_tfrecords(tmp_path_factory) -> Path:
     out = base / "tf"
     split(src, out=out, task="identity", ratios=(0.7, 0.15, 0.15), seed=0, progress=False)
     return out
+
+
+# --- trainer: one short fit shared by the evaluate / predict / export tests ---
+
+TRAINED_RUN_ARGS = ["--weights", "none", "--image-size", "64", "--alpha", "0.35", "--epochs", "50",
+                    "--batch-size", "16", "--lr", "2e-3", "--patience", "30", "--seed", "0"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(detection_tfrecords, tmp_path_factory) -> Path:
+    """RUN of `trainer fit` (through its CLI) on `detection_tfrecords`: MobileNetV2 alpha 0.35 at
+    64 px from scratch (weights none, so one phase training everything), 50 epochs."""
+    from click.testing import CliRunner
+
+    from trainer.cli import cli
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = CliRunner().invoke(cli, ["fit", str(detection_tfrecords), "--out", str(run), *TRAINED_RUN_ARGS])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return run

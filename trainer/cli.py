@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from . import __version__
 from datatool.clikit import CONTEXT, FacekitGroup
+
+OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing output files (never deletes inputs).")
 
 
 @click.group(cls=FacekitGroup, context_settings=CONTEXT)
@@ -24,3 +28,164 @@ def cli():
 
 def main() -> None:
     cli(prog_name="trainer")
+
+
+def _quiet_tensorflow() -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@cli.command()
+@click.argument("tfdir", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to create.")
+@click.option("--backbone", type=click.Choice(["mobilenetv2", "vgg16"]), default="mobilenetv2", show_default=True)
+@click.option("--image-size", type=int, default=224, show_default=True, help="Square input size in pixels.")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width multiplier.")
+@click.option("--weights", default="imagenet", show_default=True, metavar="imagenet|none|PATH",
+              help="Backbone start: ImageNet (downloaded once by Keras), none (random), or a local "
+                   ".h5 / .weights.h5 file of the backbone without its top.")
+@click.option("--epochs", type=int, default=10, show_default=True,
+              help="Epochs of the first phase (heads only; everything with --fine-tune-layers all).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate of the first phase.")
+@click.option("--fine-tune-layers", default=None, metavar="N|all",
+              help="Backbone layers (Keras layers, from the top) to unfreeze in the second phase; "
+                   "'all' trains everything in one phase. Default: 10 for mobilenetv2, 4 for vgg16, "
+                   "'all' with --weights none.")
+@click.option("--fine-tune-epochs", type=int, default=5, show_default=True)
+@click.option("--fine-tune-lr", type=float, default=None, help="Learning rate of fine-tuning [default: lr/10].")
+@click.option("--box-weight", type=float, default=20.0, show_default=True,
+              help="Weight of the localization loss next to the presence BCE.")
+@click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience (epochs).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--task", type=click.Choice(["detection", "identity"]), default=None,
+              help="Checked against the task the TFRecords hold (read from them by default).")
+@OVERWRITE
+@click.option("--resume", is_flag=True, help="Continue an interrupted fit of --out from its last checkpoint "
+                                              "(with the options it started with).")
+def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr, fine_tune_layers,
+        fine_tune_epochs, fine_tune_lr, box_weight, patience, seed, task, overwrite, resume):
+    """Train a face detector (presence + one box) on TFRecords from `datatool split`.
+
+    The backbone (without its top) is frozen while the heads train, then its top N layers are
+    fine-tuned at a lower learning rate. For images with several faces the one-box model learns
+    the largest. RUN gets model.keras (best validation loss), history.csv, curves.png, logs/
+    (TensorBoard) and config.json (everything needed to reproduce the fit).
+
+    \b
+    Example:
+      trainer fit datasets/me-tf --out runs/me --backbone mobilenetv2 --epochs 10
+      trainer fit datasets/me-tf --out runs/me-vgg --backbone vgg16 --image-size 120 \\
+          --weights ~/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5
+      trainer fit datasets/me-tf --out runs/scratch --weights none --image-size 96 --epochs 30
+      trainer fit datasets/me-tf --out runs/me --resume
+    """
+    _quiet_tensorflow()
+    from .fit import FitConfig, fit as run_fit, parse_fine_tune_layers
+
+    config = FitConfig(backbone=backbone, image_size=image_size, alpha=alpha, weights=weights, epochs=epochs,
+                       batch_size=batch_size, lr=lr, fine_tune_layers=parse_fine_tune_layers(fine_tune_layers),
+                       fine_tune_epochs=fine_tune_epochs, fine_tune_lr=fine_tune_lr, box_weight=box_weight,
+                       patience=patience, seed=seed, task=task)
+    try:
+        record = run_fit(tfdir, out, config=config, overwrite=overwrite, resume=resume, log=click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: continue with `trainer fit {tfdir} --out {out} --resume`", err=True)
+        raise SystemExit(130)
+    res = record["results"]
+    click.echo(f"done: {out}/model.keras ({res['epochs']} epochs, best epoch {res['best_epoch']}); "
+               f"curves in {out}/curves.png")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("tfdir", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--iou", type=float, default=0.5, show_default=True,
+              help="IoU a found face's box needs to count as well placed.")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Presence score that means 'face'.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Folder for metrics.json and pr_curve.png [default: RUN].")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+def evaluate(run, tfdir, split, iou, threshold, out, batch_size):
+    """Measure a trained detector on one split: presence accuracy / precision / recall / F1 / AUC,
+    mean IoU of found faces, share with IoU >= --iou, AP@0.5 and AP@[.5:.95] (pycocotools).
+
+    Writes metrics.json and pr_curve.png into RUN (or --out). A one-box model finds at most one
+    face per image; on multi-face data the figures say so.
+
+    \b
+    Example:
+      trainer evaluate runs/me datasets/me-tf
+      trainer evaluate runs/me datasets/me-tf --split val --iou 0.7 --out reports/me-val
+    """
+    _quiet_tensorflow()
+    from .evaluate import evaluate as run_evaluate, summary_lines
+
+    metrics = run_evaluate(run, tfdir, split=split, iou=iou, threshold=threshold, out=out, batch_size=batch_size)
+    for line in summary_lines(metrics):
+        click.echo(line)
+    click.echo(f"wrote {(out or run)}/metrics.json and pr_curve.png")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Folder for annotated copies and predictions.csv/json [default: RUN/predictions].")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Presence score that means 'face'.")
+@click.option("--source", default=None, metavar="CAMERA",
+              help="Live window instead of files: a camera index (0), a device path or a video file.")
+@click.option("--max-frames", type=int, default=None, hidden=True)
+@OVERWRITE
+def predict(run, inputs, out, threshold, source, max_frames, overwrite):
+    """Find the face in images, folders and videos (annotated copies + CSV/JSON of boxes and
+    scores), or live on a camera in a window with FPS (Q or Esc quits).
+
+    \b
+    Example:
+      trainer predict runs/me photo.jpg holiday/ --out predictions/
+      trainer predict runs/me clip.mp4 --out predictions/ --threshold 0.7
+      trainer predict runs/me --source 0
+    """
+    _quiet_tensorflow()
+    from .predict import live, predict_paths
+
+    if source is not None:
+        if inputs:
+            raise click.UsageError("give either INPUT files or --source, not both")
+        stats = live(run, source, threshold=threshold, max_frames=max_frames)
+        click.echo(f"{stats['frames']} frames, {stats['fps']:.1f} FPS")
+        return
+    if not inputs:
+        raise click.UsageError("nothing to predict: give images, folders or videos (or --source CAMERA)")
+    out = out or Path(run) / "predictions"
+    rows = predict_paths(run, inputs, out=out, threshold=threshold, overwrite=overwrite)
+    faces = sum(r["face"] for r in rows)
+    click.echo(f"{len(rows)} images/frames, {faces} with a face (score >= {threshold:g}); "
+               f"wrote {out}/predictions.csv, predictions.json and annotated copies")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite"]), default="tflite", show_default=True)
+@click.option("--quantize", is_flag=True, help="TFLite with int8 weights (dynamic-range quantization).")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=None,
+              help="Output path [default: RUN/export/saved_model, model.tflite or model_int8.tflite].")
+@OVERWRITE
+def export(run, fmt, quantize, out, overwrite):
+    """Export a trained detector for serving or phones: a SavedModel or a TFLite model. Input:
+    RGB 0-255 at the model's size; outputs `presence` and `box` (normalized corners).
+
+    \b
+    Example:
+      trainer export runs/me --format saved_model
+      trainer export runs/me --format tflite --quantize
+    """
+    _quiet_tensorflow()
+    from .export import export as run_export
+
+    path = run_export(run, fmt=fmt, quantize=quantize, out=out, overwrite=overwrite)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    click.echo(f"wrote {path} ({size / 1e6:.1f} MB)")

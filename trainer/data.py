@@ -1,0 +1,181 @@
+"""tf.data pipelines over the facekit TFRecord schema (`datatool.tfrecord`), and what a TFDIR says
+about itself (task, counts, a content hash for `config.json`).
+
+Detection targets, per image:
+- `presence`: 1.0 if the record has at least one box, else 0.0
+- `box`: the *largest* box, `[x_min, y_min, x_max, y_max]` normalized to [0, 1]; negatives get
+  `NO_BOX` (-1, -1, -1, -1), which the localization loss and IoU metric mask out. A one-box model
+  learns the largest face of a multi-face image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from datatool.errors import DatatoolError
+from datatool.fsutil import read_record
+from datatool.tfrecord import SPLITS, decode_image, list_shards, parse_example
+
+TASKS = ("detection", "identity")
+NO_BOX = (-1.0, -1.0, -1.0, -1.0)
+
+
+class DataError(DatatoolError):
+    """A TFDIR that cannot be read: no shards, an unknown task, a corrupt record."""
+
+
+def dataset_info(tfdir: Path) -> dict:
+    """The `dataset.json` that `datatool split` wrote into TFDIR ({} when missing or unreadable)."""
+    return read_record(Path(tfdir)) or {}
+
+
+def shards(tfdir: Path, split: str) -> list[Path]:
+    """The shards of `split`, or a `DataError` that says what is in TFDIR instead."""
+    tfdir = Path(tfdir)
+    if not tfdir.is_dir():
+        raise DataError(f"{tfdir}: no such folder (expected the --out folder of `datatool split`)")
+    found = list_shards(tfdir, split)
+    if not found:
+        present = [s for s in SPLITS if list_shards(tfdir, s)]
+        raise DataError(f"{tfdir}: no '{split}' shards ({split}-00000-of-0000N.tfrecord); "
+                        f"splits present: {', '.join(present) or 'none'}")
+    return found
+
+
+def peek_task(tfdir: Path) -> str:
+    """Task guessed from the first record: identity records carry `image/class/label` >= 0."""
+    import tensorflow as tf
+
+    for split in SPLITS:
+        files = list_shards(Path(tfdir), split)
+        if not files:
+            continue
+        try:
+            for raw in tf.data.TFRecordDataset([str(f) for f in files]).take(1):
+                label = int(parse_example(raw)["class_label"].numpy())
+                return "identity" if label >= 0 else "detection"
+        except tf.errors.OpError as e:
+            raise DataError(f"{files[0]}: unreadable TFRecord ({e.message.splitlines()[0]})") from e
+    raise DataError(f"{tfdir}: no TFRecord shards found (expected train-00000-of-0000N.tfrecord ...)")
+
+
+def read_task(tfdir: Path) -> str:
+    """The task of a TFDIR: `dataset.json`'s `task`, else guessed from a record."""
+    task = dataset_info(tfdir).get("task")
+    if task is None:
+        return peek_task(tfdir)
+    if task not in TASKS:
+        raise DataError(f"{Path(tfdir) / 'dataset.json'}: task: unknown value {task!r} (expected one of {TASKS})")
+    return task
+
+
+def read_labels(tfdir: Path) -> list[str]:
+    """`labels.txt` of an identity TFDIR (one name per line, line i is class i); [] if absent."""
+    path = Path(tfdir) / "labels.txt"
+    if not path.is_file():
+        return []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def record_hash(tfdir: Path) -> str:
+    """sha256 over every shard's name and bytes (all splits) - identifies the exact training data."""
+    h = hashlib.sha256()
+    for split in SPLITS:
+        for f in list_shards(Path(tfdir), split):
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def count_records(tfdir: Path, split: str) -> int:
+    """Number of records in a split (counts them; cheap next to training)."""
+    import tensorflow as tf
+
+    files = [str(f) for f in shards(tfdir, split)]
+    try:
+        return int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1).numpy())
+    except tf.errors.OpError as e:
+        raise DataError(f"{tfdir}: {split} shards: unreadable TFRecord ({e.message.splitlines()[0]})") from e
+
+
+def detection_targets(boxes):
+    """`boxes` float32 `(n, 4)` normalized xyxy -> `(presence (1,), box (4,))`, box = the largest."""
+    import tensorflow as tf
+
+    n = tf.shape(boxes)[0]
+
+    def largest():
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        return tf.gather(boxes, tf.argmax(area, output_type=tf.int32))
+
+    box = tf.cond(n > 0, largest, lambda: tf.constant(NO_BOX, tf.float32))
+    presence = tf.cast(n > 0, tf.float32)[None]
+    return presence, tf.reshape(box, [4])
+
+
+def resize_images(images, image_size: int):
+    """uint8/float images `(..., h, w, 3)` -> float32 0-255 at `image_size` square (plain resize:
+    normalized boxes need no change)."""
+    import tensorflow as tf
+
+    return tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size), method="bilinear")
+
+
+def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, with_meta: bool = False, task: str = "detection", num_classes: int = 0):
+    """`split` of TFDIR as batches of `(images, targets)`: images float32 0-255 `(b, s, s, 3)`.
+
+    Detection targets: `{"presence": (b, 1), "box": (b, 4)}` (see the module docstring).
+    Identity targets: `{"identity": (b, num_classes)}` one-hot.
+    shards -> interleaved records -> seeded shuffle (train) -> parse -> decode -> resize -> batch
+    -> prefetch. The order is a pure function of `seed` (deterministic interleave and maps).
+    `with_meta` adds a third element: `{"source_id", "boxes" (ragged, normalized), "width", "height"}`.
+    """
+    import tensorflow as tf
+
+    files = [str(f) for f in shards(tfdir, split)]
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle:
+        ds = ds.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
+
+    def load(raw):
+        p = parse_example(raw)
+        image = resize_images(decode_image(p["encoded"]), image_size)
+        if task == "identity":
+            targets = {"identity": tf.one_hot(p["class_label"], num_classes)}
+        else:
+            presence, box = detection_targets(p["boxes"])
+            targets = {"presence": presence, "box": box}
+        if with_meta:
+            meta = {"source_id": p["source_id"], "boxes": p["boxes"],
+                    "width": p["width"], "height": p["height"]}
+            return image, targets, meta
+        return image, targets
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ragged_batch(batch_size) if with_meta else ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def describe_tfdir(tfdir: Path) -> dict:
+    """Task, label map and per-split counts (the part of `config.json` that is about data)."""
+    info = dataset_info(tfdir)
+    task = read_task(tfdir)
+    counts = {s: count_records(tfdir, s) for s in SPLITS if list_shards(Path(tfdir), s)}
+    out = {"tfdir": str(Path(tfdir).resolve()), "task": task, "counts": counts,
+           "record_sha256": record_hash(tfdir), "dataset_json": info or None}
+    if task == "identity":
+        out["labels"] = read_labels(tfdir)
+    else:
+        out["labels"] = ["face"]
+    return out
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False)

@@ -1,0 +1,427 @@
+"""`trainer fit`: transfer learning in phases, resumable, with everything needed to reproduce it.
+
+Phases (each one `keras.Model.fit`, epochs numbered on from the previous phase):
+1. `heads`: the backbone frozen, the head trained at `lr`;
+2. `fine_tune`: the top `fine_tune_layers` Keras layers of the backbone unfrozen (BatchNorm kept
+   in inference mode) at `fine_tune_lr` (default `lr / 10`), for `fine_tune_epochs`.
+With `fine_tune_layers='all'` there is one phase, `train`, that trains everything for `epochs`:
+the default with `weights='none'`, since a random backbone has nothing worth freezing.
+
+RUN/ holds `config.json` (written first, completed at the end), `state.json` (phase progress),
+`checkpoint/` (per-epoch resumable state, `keras.callbacks.BackupAndRestore`), `best.weights.h5`
+(lowest validation loss so far), `history.csv`, `logs/` (TensorBoard), and at the end
+`model.keras` (the best weights) and `curves.png`.
+
+The head training is a separate step (`train_phase`) on a model built from named parts
+(`preprocess`, `backbone`, `head`), so the frozen part can later be replaced by cached features.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from datatool.errors import DatatoolError, OutputExistsError
+from datatool.fsutil import command_line, prepare_output_dir, versions, write_json_atomic
+
+from . import data as tdata
+from .models import DEFAULT_FINE_TUNE_LAYERS
+
+HISTORY = "history.csv"
+
+
+class FitError(DatatoolError):
+    """A fit that cannot start or continue."""
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything a fit depends on besides the data. `fine_tune_layers`: None (the backbone's
+    default, or 'all' with weights='none'), an int, or 'all'."""
+
+    backbone: str = "mobilenetv2"
+    image_size: int = 224
+    alpha: float = 1.0
+    weights: str = "imagenet"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    fine_tune_layers: int | str | None = None
+    fine_tune_epochs: int = 5
+    fine_tune_lr: float | None = None
+    box_weight: float = 20.0
+    patience: int = 5
+    seed: int = 0
+    task: str | None = None
+
+    @property
+    def from_scratch(self) -> bool:
+        return str(self.weights).lower() == "none"
+
+    def resolved_fine_tune_layers(self):
+        if self.fine_tune_layers is None:
+            return "all" if self.from_scratch else DEFAULT_FINE_TUNE_LAYERS[self.backbone]
+        return self.fine_tune_layers
+
+    def phases(self) -> list[dict]:
+        """`[{name, fine_tune_layers, epochs, lr}]` in order."""
+        n = self.resolved_fine_tune_layers()
+        if n == "all":
+            return [{"name": "train", "fine_tune_layers": "all", "epochs": self.epochs, "lr": self.lr}]
+        out = [{"name": "heads", "fine_tune_layers": 0, "epochs": self.epochs, "lr": self.lr}]
+        if int(n) > 0 and self.fine_tune_epochs > 0:
+            out.append({"name": "fine_tune", "fine_tune_layers": int(n), "epochs": self.fine_tune_epochs,
+                        "lr": self.fine_tune_lr if self.fine_tune_lr is not None else self.lr / 10})
+        return out
+
+    def validate(self) -> None:
+        from .weights import BACKBONES
+
+        problems = []
+        if self.backbone not in BACKBONES:
+            problems.append(f"--backbone: {self.backbone!r} is not one of {', '.join(BACKBONES)}")
+        if self.image_size < 32:
+            problems.append(f"--image-size: {self.image_size} is too small (at least 32)")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')}: must be at least 1")
+        if self.fine_tune_epochs < 0:
+            problems.append("--fine-tune-epochs: must be 0 or more")
+        if self.lr <= 0 or (self.fine_tune_lr is not None and self.fine_tune_lr <= 0):
+            problems.append("--lr: must be positive")
+        n = self.fine_tune_layers
+        if n is not None and n != "all" and (not isinstance(n, int) or n < 0):
+            problems.append(f"--fine-tune-layers: {n!r} is not a number >= 0 or 'all'")
+        if problems:
+            raise FitError("; ".join(problems))
+
+
+def parse_fine_tune_layers(value: str | None):
+    """CLI text -> None | int | 'all'."""
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        return "all"
+    try:
+        return int(value)
+    except ValueError as e:
+        raise FitError(f"--fine-tune-layers: {value!r} is not a number or 'all'") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# building and compiling
+
+
+def build_model(config: FitConfig):
+    """The detector for `config` (seeded), BatchNorm momentum lowered when training from scratch."""
+    import keras
+
+    from .models import build_detector
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_detector(backbone=config.backbone, image_size=config.image_size, alpha=config.alpha,
+                           weights=config.weights)
+    if config.from_scratch:
+        # Keras' MobileNetV2 uses momentum 0.999: on a small set from scratch its moving statistics
+        # would still be near their initial values after the whole fit, and validation (which uses
+        # them) stays stuck. 0.9 settles within a few dozen steps.
+        for layer in model.get_layer("backbone").layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+    return model
+
+
+def compile_for_phase(model, *, fine_tune_layers, lr: float, box_weight: float, freeze_batchnorm: bool) -> int:
+    """Set what trains and compile with a fresh Adam. Returns trainable backbone layers."""
+    import keras
+
+    from .losses import MaskedIoU, localization_loss
+    from .models import set_trainable
+
+    n = set_trainable(model, fine_tune_layers, freeze_batchnorm=freeze_batchnorm)
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss={"presence": keras.losses.BinaryCrossentropy(), "box": localization_loss},
+        loss_weights={"presence": 1.0, "box": box_weight},
+        metrics={"presence": [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+                 "box": [MaskedIoU(name="iou")]},
+    )
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# run state
+
+
+def _state_path(run: Path) -> Path:
+    return Path(run) / "state.json"
+
+
+def read_state(run: Path) -> dict | None:
+    p = _state_path(run)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise FitError(f"{p}: not valid JSON ({e}); cannot resume") from e
+
+
+def _write_state(run: Path, state: dict) -> None:
+    write_json_atomic(_state_path(run), state)
+
+
+def _trim_history(run: Path, before_epoch: int) -> None:
+    """Drop history rows of epochs >= `before_epoch` (logged after the last resumable checkpoint)."""
+    path = Path(run) / HISTORY
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) < before_epoch]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    tmp.replace(path)
+
+
+def read_history(run: Path) -> list[dict]:
+    path = Path(run) / HISTORY
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (float(v) if v not in ("", None) else float("nan")) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+class _StateCallback:
+    """Keeps `state.json` current after every epoch (best validation loss, epochs done)."""
+
+    def __new__(cls, run, state, phase_index, monitor):
+        import keras
+
+        class StateCallback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                value = (logs or {}).get(monitor)
+                if value is not None and value < state.get("best", float("inf")):
+                    state["best"] = float(value)
+                    state["best_epoch"] = int(epoch)
+                state["phase"] = phase_index
+                state["last_epoch"] = int(epoch)
+                _write_state(run, state)
+
+        return StateCallback()
+
+
+# ---------------------------------------------------------------------------------------------
+# the fit
+
+
+def _has_tensorboard() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index: int, initial_epoch: int,
+                config: FitConfig, state: dict, verbose="auto", extra_callbacks=()):
+    """One phase: compile for it and `model.fit` with the run's callbacks. Returns the next epoch."""
+    import keras
+
+    run = Path(run)
+    monitor = "val_loss" if val_ds is not None else "loss"
+    compile_for_phase(model, fine_tune_layers=phase["fine_tune_layers"], lr=phase["lr"],
+                      box_weight=config.box_weight, freeze_batchnorm=not config.from_scratch)
+    backup_dir = run / "checkpoint" / f"phase{phase_index}"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(str(run / "best.weights.h5"), monitor=monitor, save_best_only=True,
+                                        save_weights_only=True, initial_value_threshold=state.get("best")),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, config.patience // 2),
+                                          min_lr=phase["lr"] / 100),
+        keras.callbacks.CSVLogger(str(run / HISTORY), append=True),
+        _StateCallback(run, state, phase_index, monitor),
+        *extra_callbacks,
+    ]
+    if _has_tensorboard():
+        callbacks.insert(5, keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, profile_batch=0))
+    meta = backup_dir / "training_metadata.json"
+    if meta.is_file():
+        try:
+            _trim_history(run, int(json.loads(meta.read_text())["epoch"]))
+        except (ValueError, KeyError):
+            pass
+    else:
+        _trim_history(run, initial_epoch)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + phase["epochs"],
+                        initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    return (history.epoch[-1] + 1) if history.epoch else initial_epoch
+
+
+def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, resume: bool = False,
+        verbose="auto", extra_callbacks=(), log=print) -> dict:
+    """Train a detector on TFDIR's train split (val for checkpoints) into the run folder `out`.
+
+    `resume` continues an interrupted fit of `out` with its saved configuration (the `config`
+    passed is then ignored) after checking TFDIR's records are the ones it started with.
+    Returns the final `config.json` contents.
+    """
+    import keras  # noqa: F401  (versions() records it)
+
+    tfdir, run = Path(tfdir), Path(out)
+    if resume:
+        saved, state = _load_for_resume(run)
+        config = FitConfig(**saved["fit"])
+    else:
+        config.validate()
+        state = None
+    data_info = tdata.describe_tfdir(tfdir)
+    task = data_info["task"]
+    if config.task is not None and config.task != task:
+        raise FitError(f"--task {config.task}: {tfdir} holds {task} records")
+    if task != "detection":
+        raise FitError(f"{tfdir}: task '{task}': this version of `trainer fit` trains face detectors only "
+                       f"(identity TFRecords are not supported yet)")
+    if data_info["counts"].get("train", 0) == 0:
+        raise FitError(f"{tfdir}: the train split is empty")
+    config = dataclasses.replace(config, task=task)
+
+    if not resume and (run / "config.json").exists() and not overwrite:
+        raise OutputExistsError(f"{run}: a run already exists (use --overwrite to replace it, "
+                                f"or --resume to continue it)")
+    if not resume:
+        prepare_output_dir(run, overwrite=overwrite)  # refuses a non-empty folder before any work
+    # built before anything is written, so a failed weights download leaves no half-made run
+    model = build_model(config)
+    if resume:
+        if saved["data"]["record_sha256"] != data_info["record_sha256"]:
+            raise FitError(f"{tfdir}: TFRecords differ from those {run} started with "
+                           f"(record hash {data_info['record_sha256'][:12]} != {saved['data']['record_sha256'][:12]})")
+        record = saved
+        log(f"resuming {run} (phase {state.get('phase', 0) + 1}, after epoch {state.get('last_epoch', -1) + 1})")
+    else:
+        if overwrite:
+            for name in ("checkpoint", "logs"):
+                shutil.rmtree(run / name, ignore_errors=True)
+            for name in (HISTORY, "state.json", "best.weights.h5", "model.keras", "curves.png", "metrics.json"):
+                (run / name).unlink(missing_ok=True)
+        state = {"phase": 0, "phases_done": 0, "next_epoch": 0}
+        _write_state(run, state)
+        record = {"facekit_run": 1, "status": "running", "command": command_line(), "task": task,
+                  "backbone": config.backbone, "image_size": config.image_size, "alpha": config.alpha,
+                  "weights": config.weights, "labels": data_info["labels"],
+                  "fit": dataclasses.asdict(config), "phases": config.phases(),
+                  "data": data_info, "outputs": {"presence": "sigmoid, 1: probability of a face",
+                                                  "box": "x_min, y_min, x_max, y_max normalized to [0, 1]"},
+                  "input": {"size": [config.image_size, config.image_size, 3], "range": "RGB 0-255"}}
+        write_json_atomic(run / "config.json", record)
+
+    train_ds = tdata.make_dataset(tfdir, "train", image_size=config.image_size, batch_size=config.batch_size,
+                                  shuffle=True, seed=config.seed)
+    val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size)
+              if data_info["counts"].get("val") else None)
+    if val_ds is None:
+        log(f"{tfdir}: no val split: checkpoints and early stopping follow the training loss")
+    if not _has_tensorboard():
+        log("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
+
+    phases = config.phases()
+    epoch = state.get("next_epoch", 0)
+    done = state.get("phases_done", 0)
+    if done:  # resuming after a finished phase: start from its weights
+        model.load_weights(str(run / "checkpoint" / f"after_phase{done - 1}.weights.h5"))
+    try:
+        for k, phase in enumerate(phases):
+            weights_after = run / "checkpoint" / f"after_phase{k}.weights.h5"
+            if k < done:
+                continue
+            log(f"phase {k + 1}/{len(phases)} '{phase['name']}': backbone layers trained: "
+                f"{phase['fine_tune_layers']}, lr {phase['lr']:g}, epochs {phase['epochs']}")
+            epoch = train_phase(model, train_ds, val_ds, run=run, phase=phase, phase_index=k, initial_epoch=epoch,
+                                config=config, state=state, verbose=verbose, extra_callbacks=extra_callbacks)
+            model.save_weights(str(weights_after))
+            state.update(phases_done=k + 1, next_epoch=epoch)
+            state.setdefault("phase_ends", []).append(epoch)
+            _write_state(run, state)
+    except Exception as e:
+        import tensorflow as tf
+
+        if isinstance(e, tf.errors.OpError):
+            raise FitError(f"{tfdir}: reading the TFRecords failed ({e.message.splitlines()[0]}); "
+                           f"check them with `datatool inspect`") from e
+        raise
+
+    from .models import save_model
+
+    best = run / "best.weights.h5"
+    if best.is_file():
+        model.load_weights(str(best))
+    save_model(model, run / "model.keras")
+    history = read_history(run)
+    try:
+        plot_curves(history, run / "curves.png", phase_ends=state.get("phase_ends", []))
+    except Exception as e:  # a picture must not lose a finished fit
+        log(f"curves.png not written ({e})")
+    record.update(status="done", versions=versions(), results={
+        "epochs": epoch, "best_epoch": state.get("best_epoch"), "best_" + ("val_loss" if val_ds else "loss"): state.get("best"),
+        "final": history[-1] if history else None, "phase_ends": state.get("phase_ends", [])})
+    write_json_atomic(run / "config.json", record)
+    state["done"] = True
+    _write_state(run, state)
+    shutil.rmtree(run / "checkpoint", ignore_errors=True)
+    return record
+
+
+def _load_for_resume(run: Path):
+    if not (run / "config.json").is_file():
+        raise FitError(f"{run}: nothing to resume (no config.json; start the fit without --resume)")
+    state = read_state(run)
+    if state is None:
+        raise FitError(f"{run}: nothing to resume (no state.json)")
+    if state.get("done"):
+        raise FitError(f"{run}: this fit already finished (use --overwrite to train it again)")
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    return saved, state
+
+
+# ---------------------------------------------------------------------------------------------
+# the picture
+
+
+def plot_curves(history: list[dict], path: Path, *, phase_ends=()) -> None:
+    """Losses and metrics per epoch (train solid, validation dashed), phase changes marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from datatool.fsutil import atomic_path
+
+    panels = [("loss", "total loss"), ("presence_loss", "presence loss (BCE)"), ("box_loss", "box loss"),
+              ("presence_auc", "presence AUC"), ("presence_accuracy", "presence accuracy"), ("box_iou", "box IoU")]
+    epochs = [int(h["epoch"]) + 1 for h in history]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (key, title) in zip(axes.flat, panels):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            ys = [h.get(prefix + key) for h in history]
+            if any(y is not None for y in ys):
+                ax.plot(epochs, [float("nan") if y is None else y for y in ys], style, marker="o", ms=3,
+                        label="validation" if prefix else "train")
+        for end in list(phase_ends)[:-1]:
+            ax.axvline(end + 0.5, color="gray", lw=0.8, ls=":")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("trainer fit (dotted line: fine-tuning starts)" if len(phase_ends) > 1 else "trainer fit")
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)

@@ -1,0 +1,238 @@
+"""`trainer predict`: a trained detector on images, folders, video files, or a live camera.
+
+Outputs in OUT: annotated copies (`annotated/<name>.jpg`; a video becomes `<name>.annotated.mp4`),
+`predictions.csv` and `predictions.json` (one row per image or video frame: score, box in pixels,
+whether it counts as a face at `--threshold`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datatool.errors import DatatoolError
+from datatool.fsutil import prepare_output_dir, write_text_atomic
+from datatool.images import is_image
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+FIELDS = ["source", "frame", "width", "height", "score", "face", "x_min", "y_min", "x_max", "y_max"]
+
+
+class Detector:
+    """A run's detector on RGB arrays of any size: `detect(frames) -> [(score, (x0, y0, x1, y1))]`,
+    the box in the pixels of each frame."""
+
+    def __init__(self, run: Path):
+        from .models import load_run
+
+        self.model, self.config = load_run(run)
+        if self.config.get("task", "detection") != "detection":
+            raise DatatoolError(f"{run}: a {self.config.get('task')} model, not a face detector")
+        self.size = int(self.config["image_size"])
+
+    def detect(self, frames) -> list[tuple[float, tuple[float, float, float, float]]]:
+        import tensorflow as tf
+
+        from .data import resize_images
+        from .metrics import order_corners
+
+        if not len(frames):
+            return []
+        batch = tf.stack([resize_images(np.asarray(f), self.size) for f in frames])
+        out = self.model.predict_on_batch(batch)
+        scores = np.asarray(out["presence"]).reshape(-1)
+        boxes = order_corners(np.clip(np.asarray(out["box"]), 0.0, 1.0))
+        result = []
+        for f, s, b in zip(frames, scores, boxes):
+            h, w = np.asarray(f).shape[:2]
+            result.append((float(s), (b[0] * w, b[1] * h, b[2] * w, b[3] * h)))
+        return result
+
+
+def collect_inputs(inputs) -> list[tuple[Path, str, str]]:
+    """`(path, output name, kind)` for every image/video in files and folders (recursive);
+    kind is 'image' or 'video'. Output names keep folder structure and never collide."""
+    items, used = [], set()
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            raise DatatoolError(f"{p}: no such file or folder")
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and (is_image(q) or q.suffix.lower() in VIDEO_EXTENSIONS)
+                           and not any(part.startswith(".") for part in q.relative_to(p).parts))
+            pairs = [(q, (Path(p.name) / q.relative_to(p)).as_posix()) for q in found]
+        elif is_image(p) or p.suffix.lower() in VIDEO_EXTENSIONS:
+            pairs = [(p, p.name)]
+        else:
+            raise DatatoolError(f"{p}: not an image or a video file (by its extension)")
+        for q, name in pairs:
+            stem, k = name, 1
+            while name in used:
+                k += 1
+                name = f"{Path(stem).with_suffix('')}_{k}{Path(stem).suffix}"
+            used.add(name)
+            items.append((q, name, "video" if q.suffix.lower() in VIDEO_EXTENSIONS else "image"))
+    if not items:
+        raise DatatoolError(f"no images or videos in {', '.join(map(str, inputs))}")
+    return items
+
+
+def _caption(score: float) -> str:
+    return f"face {score:.2f}"
+
+
+def annotate(rgb, score: float, box, *, threshold: float):
+    from datatool.draw import draw_boxes
+
+    if score < threshold:
+        return rgb
+    return draw_boxes(rgb, [box], captions=[_caption(score)])
+
+
+def _row(source: str, frame, rgb, score, box, threshold) -> dict:
+    h, w = rgb.shape[:2]
+    return {"source": source, "frame": frame, "width": w, "height": h, "score": round(score, 6),
+            "face": bool(score >= threshold), "x_min": round(box[0], 2), "y_min": round(box[1], 2),
+            "x_max": round(box[2], 2), "y_max": round(box[3], 2)}
+
+
+def predict_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, overwrite: bool = False,
+                  batch_size: int = 16, progress: bool = True) -> list[dict]:
+    """Predict every image/video under `inputs`, write annotated copies and the tables into `out`."""
+    from tqdm import tqdm
+
+    from datatool.draw import save_rgb
+    from datatool.images import load_rgb
+
+    items = collect_inputs(inputs)
+    out = prepare_output_dir(Path(out), overwrite=overwrite)
+    detector = Detector(run)
+    rows, problems = [], []
+    images = [(p, n) for p, n, k in items if k == "image"]
+    bar = tqdm(total=len(images), desc="images", unit="img", disable=not progress or not images)
+    for start in range(0, len(images), batch_size):
+        chunk = []
+        for p, name in images[start:start + batch_size]:
+            try:
+                chunk.append((p, name, load_rgb(p)))
+            except DatatoolError as e:  # a corrupt file is reported, the others go on
+                problems.append(str(e))
+        for (p, name, rgb), (score, box) in zip(chunk, detector.detect([c[2] for c in chunk])):
+            save_rgb(out / "annotated" / Path(name).with_suffix(".jpg"), annotate(rgb, score, box, threshold=threshold))
+            rows.append(_row(str(p), None, rgb, score, box, threshold))
+        bar.update(len(images[start:start + batch_size]))
+    bar.close()
+    for p, name, kind in items:
+        if kind == "video":
+            rows.extend(predict_video(detector, p, out / Path(name).with_suffix(".annotated.mp4"),
+                                      threshold=threshold, batch_size=batch_size, progress=progress))
+    write_tables(rows, out)
+    if problems:
+        write_text_atomic(out / "problems.txt", "\n".join(problems) + "\n")
+    return rows
+
+
+def predict_video(detector: Detector, path: Path, dest: Path, *, threshold: float, batch_size: int = 16,
+                  progress: bool = True) -> list[dict]:
+    """Annotate every frame of a video into `dest` (mp4, written under a temporary name)."""
+    import cv2
+    from tqdm import tqdm
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DatatoolError(f"{path}: cannot open video (unsupported codec or corrupt file)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")
+    writer = None
+    rows, index = [], 0
+    bar = tqdm(total=total, desc=path.name, unit="frame", disable=not progress)
+    try:
+        while True:
+            frames = []
+            while len(frames) < batch_size:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
+            if not frames:
+                break
+            for rgb, (score, box) in zip(frames, detector.detect(frames)):
+                if writer is None:
+                    h, w = rgb.shape[:2]
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                    if not writer.isOpened():
+                        raise DatatoolError(f"{dest}: cannot write video (OpenCV has no mp4v encoder here)")
+                writer.write(np.ascontiguousarray(annotate(rgb, score, box, threshold=threshold)[:, :, ::-1]))
+                rows.append(_row(str(path), index, rgb, score, box, threshold))
+                index += 1
+            bar.update(len(frames))
+        if writer is None:
+            raise DatatoolError(f"{path}: no frames could be read")
+        writer.release()
+        writer = None
+        os.replace(tmp, dest)
+    finally:
+        bar.close()
+        cap.release()
+        if writer is not None:
+            writer.release()
+        if tmp.exists():
+            tmp.unlink()
+    return rows
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r[k] is None else r[k]) for k in FIELDS})
+    write_text_atomic(Path(out) / "predictions.csv", buf.getvalue())
+    write_text_atomic(Path(out) / "predictions.json", json.dumps(rows, indent=1) + "\n")
+
+
+def live(run: Path, source: str, *, threshold: float = 0.5, max_frames: int | None = None) -> dict:
+    """Boxes and FPS on a camera (index or device path) or a video, in a Qt window; Q or Esc quits."""
+    import cv2
+
+    from datatool.draw import draw_boxes
+
+    from . import liveview
+
+    if not liveview.display_available():
+        raise DatatoolError("no display: the live window needs a desktop session (DISPLAY or WAYLAND_DISPLAY "
+                            "set, QT_QPA_PLATFORM not 'offscreen'); to annotate files instead use "
+                            "`trainer predict RUN INPUT... --out DIR`")
+    detector = Detector(run)
+    cap = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
+    if not cap.isOpened():
+        raise DatatoolError(f"--source {source}: cannot open camera or video")
+    window = liveview.open_window(f"trainer predict - {Path(run).name}")
+    frames, t0, fps = 0, time.perf_counter(), 0.0
+    try:
+        while window.poll():
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            t = time.perf_counter()
+            (score, box), = detector.detect([rgb])
+            dt = time.perf_counter() - t
+            fps = 0.9 * fps + 0.1 / max(dt, 1e-6) if frames else 1 / max(dt, 1e-6)
+            shown = draw_boxes(rgb, [box], captions=[_caption(score)]) if score >= threshold else rgb
+            window.show(shown, corner=f"{fps:.1f} FPS  score {score:.2f}")
+            frames += 1
+            if max_frames and frames >= max_frames:
+                break
+    finally:
+        cap.release()
+        window.close()
+    return {"frames": frames, "seconds": time.perf_counter() - t0, "fps": fps}
