@@ -13,6 +13,9 @@ class FacekitGroup(click.Group):
     """A click group that turns library errors into `Error: <message>` and exit code 1."""
 
     def invoke(self, ctx):
+        from . import tfquiet
+
+        tfquiet.install()
         try:
             return super().invoke(ctx)
         except DatatoolError as e:
