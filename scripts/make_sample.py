@@ -60,6 +60,8 @@ N_TRAIN_IMAGES = 40
 N_HELDOUT_IMAGES = 10
 N_HELDOUT_CROPS = 20  # LFW face crops reserved for the held-out set
 N_ASTRONAUT_IN_TRAIN = 3
+MORE_EVENT = "1--More"  # --wider N: an extra, larger training set for the demo (not committed)
+MORE_GT = "wider_face_more_bbx_gt.txt"
 
 # Where the face is inside a 25x25 LFW crop, as fractions (x_min, y_min, x_max, y_max).
 LFW_FACE = (0.08, 0.04, 0.92, 0.98)
@@ -603,6 +605,28 @@ def make_sample(out: Path, *, overwrite: bool = False) -> dict:
     return manifest
 
 
+def make_more(out: Path, n_images: int, *, overwrite: bool = False) -> list[dict]:
+    """An extra WIDER-format training set of `n_images` composites under `out` (for the demo).
+
+    Only the training face crops are used (held-out faces never appear), on an RNG stream of its
+    own, so the committed sample does not change. Returns the records (without pixels).
+    """
+    from datatool.fsutil import prepare_output_dir, write_text_atomic
+
+    out = prepare_output_dir(Path(out), overwrite=overwrite)
+    parts = partition()
+    # each training face appears several times, at other places, sizes and backgrounds
+    repeats = 1 + (n_images * 12 // 10) // len(parts["train"])
+    records = build_set(load_sources(), face_crops=[f"lfw_face:{i}" for i in parts["train"]] * repeats,
+                        solo=("astronaut",) * max(1, n_images // 12), n_images=n_images,
+                        prefix="more", rng=np.random.default_rng([SEED, 6, n_images]))
+    written: list[Path] = []
+    for r in records:
+        write_jpeg(out / "images" / MORE_EVENT / r["name"], r["rgb"], written)
+    write_text_atomic(out / MORE_GT, wider_text(records, MORE_EVENT))
+    return _strip(records)
+
+
 def _previous_outputs(out: Path) -> list[Path]:
     """Files a previous run listed in its manifest (the only files a re-run may remove)."""
     try:
@@ -632,13 +656,17 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n"
                "  python scripts/make_sample.py --out datasets/sample --overwrite\n"
-               "  python scripts/make_sample.py --video demo_out/webcam.avi --check")
+               "  python scripts/make_sample.py --video demo_out/webcam.avi --check\n"
+               "  python scripts/make_sample.py --wider 300 --out demo_out/more")
     ap.add_argument("--out", type=Path, default=REPO / "datasets" / "sample",
                     help="output folder for the image sets (default: datasets/sample)")
     ap.add_argument("--video", type=Path, metavar="CLIP.avi",
                     help="write only the stand-in webcam clip here (plus CLIP_boxes.csv)")
     ap.add_argument("--check", action="store_true",
                     help="with --video: report how often the Haar cascade finds the face")
+    ap.add_argument("--wider", type=int, metavar="N",
+                    help=f"write only an extra WIDER-format training set of N composites (training faces "
+                         f"only) into --out: {MORE_GT} + images/{MORE_EVENT}/")
     ap.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
     args = ap.parse_args(argv)
 
@@ -655,6 +683,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"Haar, every {every} frame(s): face found in {hr['haar_found']}/"
                           f"{hr['frames_face_fully_visible']} frames where it is fully visible, "
                           f"{hr['false_positives']} false positives")
+            return 0
+        if args.wider:
+            recs = make_more(args.out, args.wider, overwrite=args.overwrite)
+            print(f"wider:   {len(recs)} images, {sum(len(r['faces']) for r in recs)} faces, "
+                  f"{sum(1 for r in recs if not r['faces'])} negatives -> {args.out / MORE_GT}")
             return 0
         m = make_sample(args.out, overwrite=args.overwrite)
     except DatatoolError as e:

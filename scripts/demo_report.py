@@ -1,0 +1,223 @@
+"""Write the demo's report (Markdown and HTML) from what the demo run left in its folder.
+
+Every number comes from the files the stages wrote (dataset.json records, validate.json,
+metrics.json, history.csv, predictions.csv); nothing is typed in by hand.
+
+    python scripts/demo_report.py demo_out
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def heldout_sheet(out: Path, heldout: Path, predictions_csv: Path, threshold: float) -> tuple[Path | None, list[dict]]:
+    """Held-out images with the true box (green) and the model's box (orange, with its score)."""
+    from datatool.dataset import load_dataset
+    from datatool.draw import contact_sheet, draw_boxes, save_rgb
+    from datatool.images import load_rgb
+
+    if not predictions_csv.is_file():
+        return None, []
+    preds = {}
+    with open(predictions_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            preds[Path(row["source"]).name] = row
+    tiles, titles, rows = [], [], []
+    for s in load_dataset(heldout).labeled:
+        p = preds.get(s.image_path.name)
+        if p is None:
+            continue
+        rgb = draw_boxes(load_rgb(s.image_path), s.boxes, color=(0, 200, 83), thickness=2)
+        score = float(p["score"])
+        if score >= threshold and p["x_min"]:
+            box = tuple(float(p[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
+            rgb = draw_boxes(rgb, [box], captions=[f"{score:.2f}"], color=(255, 145, 0), thickness=2)
+            ious = [b.iou(type(b)(*box)) for b in s.boxes]
+            best = max(ious) if ious else None
+        else:
+            best = None
+        tiles.append(rgb)
+        titles.append(f"{s.image_path.name} " + ("neg" if not s.boxes else f"IoU {fmt(best, 2)}"))
+        rows.append({"image": s.image_path.name, "faces": len(s.boxes), "score": score, "iou": best})
+    if not tiles:
+        return None, rows
+    path = out / "report" / "heldout_predictions.png"
+    save_rgb(path, contact_sheet(tiles, titles=titles, cell=220, cols=5))
+    return path, rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="the demo's output folder (demo_out)")
+    ap.add_argument("--heldout", type=Path, default=Path("datasets/sample/heldout"))
+    ap.add_argument("--threshold", type=float, default=0.5)
+    args = ap.parse_args(argv)
+    out: Path = args.out
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+
+    me = load(out / "me" / "dataset.json") or {}
+    validate = load(rep / "validate.json") or {}
+    aug = load(out / "augmented" / "dataset.json") or {}
+    tf = load(out / "tfrecords" / "dataset.json") or {}
+    run = out / "run"
+    config = load(run / "config.json") or {}
+    test_m = load(rep / "test" / "metrics.json") or {}
+    held_m = load(rep / "heldout" / "metrics.json") or {}
+    history = list(csv.DictReader(open(run / "history.csv"))) if (run / "history.csv").is_file() else []
+    sheet, held_rows = heldout_sheet(out, args.heldout, out / "predictions" / "predictions.csv", args.threshold)
+
+    md: list[str] = []
+    add = md.append
+    add("# facekit demo report\n")
+    add("Everything below was produced by `make demo` on this machine from the bundled sample data "
+        "(`datasets/sample`, real faces that scikit-image ships; see its README for sources and licences). "
+        "All numbers are read from the files the stages wrote.\n")
+
+    add("## Data\n")
+    captures = me.get("captures") or []
+    saved = sum(int(c.get("frames", 0) or 0) for c in captures) if captures else None
+    counts = validate.get("summary") or {}
+    add(f"- **capture**: {fmt(saved)} frames from the stand-in webcam clip (`--interval 0.5` of media time)")
+    add(f"- **validate** (capture + WIDER sample + extra composites, merged): {fmt(counts.get('images'))} images, "
+        f"{fmt(counts.get('faces'))} faces, {fmt(counts.get('negatives'))} negatives, "
+        f"{fmt(counts.get('unlabeled'))} unlabeled; {fmt(counts.get('errors'))} errors, {fmt(counts.get('warnings'))} warnings")
+    ac = aug.get("counts") or {}
+    recipe = aug.get("recipe") or {}
+    add(f"- **augment**: recipe `{recipe.get('name')}` (sha256 {str(recipe.get('sha256'))[:12]}), "
+        f"factor {fmt(aug.get('factor'))}, seed {fmt(aug.get('seed'))}: {fmt(ac.get('variants'))} variants + {fmt(ac.get('originals'))} originals")
+    add("- **split** (no group or capture session crosses splits):\n")
+    add("| split | images | faces | negatives | groups |")
+    add("|---|---|---|---|---|")
+    for name, c in (tf.get("counts") or {}).items():
+        add(f"| {name} | {c.get('images')} | {c.get('faces')} | {c.get('negatives')} | {c.get('groups')} |")
+    add("")
+    for title, pic in (("The merged dataset (labelme boxes)", "dataset.png"),
+                       ("Augmented variants", "augmented.png"),
+                       ("What the trainer sees: records decoded from the TFRecords", "tfrecords.png")):
+        if (rep / pic).is_file():
+            add(f"**{title}**\n\n![{title}]({pic})\n")
+
+    add("## Training\n")
+    if config:
+        fit = config.get("fit") or {}
+        best = None
+        if history:
+            best = min(history, key=lambda r: float(r.get("val_loss", "inf") or "inf"))
+        add(f"`{config.get('command', 'trainer fit')}`\n")
+        add(f"- backbone {config.get('backbone')} (alpha {config.get('alpha')}) at {config.get('image_size')} px, "
+            f"weights `{config.get('weights')}`, {len(history)} of {fit.get('epochs')} epochs run"
+            f"{' (early stopping)' if len(history) < int(fit.get('epochs') or 0) else ''}, batch {fit.get('batch_size')}")
+        if best:
+            add(f"- best epoch {int(best['epoch']) + 1}: val loss {fmt(float(best['val_loss']))}, "
+                f"val box IoU {fmt(float(best.get('val_box_iou') or 'nan'))}")
+        if config.get("weights") == "none":
+            add("- **Trained from scratch**: this machine cannot download ImageNet weights, so the backbone starts "
+                "from random weights. With internet, `--weights imagenet` (the default) gives the transfer-learning "
+                "path the seed projects use, which needs far fewer images; see the README.")
+        add("")
+        if (run / "curves.png").is_file():
+            add("![training curves](../run/curves.png)\n")
+
+    add("## Evaluation\n")
+    if test_m or held_m:
+        add("| | images | presence accuracy | precision | recall | AUC | mean IoU (found) | faces found at IoU >= 0.5 | AP@0.5 | AP@[.5:.95] |")
+        add("|---|---|---|---|---|---|---|---|---|---|")
+        for label, m in (("test split (augmented variants of unseen originals)", test_m),
+                         ("held-out photos (faces never seen in training)", held_m)):
+            if not m:
+                continue
+            p, loc = m.get("presence") or {}, m.get("localization") or {}
+            add(f"| {label} | {m.get('images')} | {fmt(p.get('accuracy'))} | {fmt(p.get('precision'))} | "
+                f"{fmt(p.get('recall'))} | {fmt(p.get('auc'))} | {fmt(loc.get('mean_iou'))} | "
+                f"{fmt(loc.get('face_recall'))} | {fmt(m.get('ap50'))} | {fmt(m.get('ap50_95'))} |")
+        add("\nA one-box model finds at most one face per image; images with two faces count the second as missed.\n")
+        for label, pic in (("test", "test/pr_curve.png"), ("held-out", "heldout/pr_curve.png")):
+            if (rep / pic).is_file():
+                add(f"**Precision-recall, {label}**\n\n![PR {label}]({pic})\n")
+    if sheet is not None:
+        add("## Predictions on held-out photos\n")
+        add("Green: the true box. Orange: the model's box and presence score (shown when the score is at least "
+            f"{args.threshold}).\n")
+        add("![held-out predictions](heldout_predictions.png)\n")
+    add("## Where things are\n")
+    add(f"- datasets: `{out}/me` (capture), `{out}/dataset` (merged), `{out}/augmented`, TFRecords `{out}/tfrecords`")
+    add(f"- run: `{out}/run` (model.keras, history.csv, curves.png, config.json, TensorBoard logs)")
+    add(f"- predictions: `{out}/predictions` (annotated copies, predictions.csv/json)")
+
+    text = "\n".join(md) + "\n"
+    (rep / "report.md").write_text(text, encoding="utf-8")
+    (rep / "report.html").write_text(to_html(text), encoding="utf-8")
+    print(f"report: {rep / 'report.md'} and {rep / 'report.html'}")
+    return 0
+
+
+def to_html(markdown: str) -> str:
+    """Just enough Markdown for this report: headings, lists, tables, images, bold, code."""
+    import re
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2" style="max-width:100%">', s)
+        s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
+    body, in_list, in_table = [], False, False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= set("-") for c in cells):
+                continue
+            if not in_table:
+                body.append("<table border=1 cellpadding=4 style='border-collapse:collapse'>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("- "):
+            if not in_list:
+                body.append("<ul>")
+                in_list = True
+            body.append(f"<li>{inline(line[2:])}</li>")
+            continue
+        if in_list:
+            body.append("</ul>")
+            in_list = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    if in_list:
+        body.append("</ul>")
+    if in_table:
+        body.append("</table>")
+    return ("<!doctype html><meta charset=utf-8><title>facekit demo report</title>"
+            "<body style='font-family:sans-serif;max-width:1100px;margin:auto'>" + "\n".join(body) + "</body>\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
