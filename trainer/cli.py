@@ -10,6 +10,12 @@ from . import __version__
 from datatool.clikit import CONTEXT, FacekitGroup
 
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing output files (never deletes inputs).")
+# The same `--detector` as `datatool` (datatool.cli._common.detector_option); defined here because
+# the trainer does not import datatool's CLI. None: the command's default (mtcnn for a recognizer).
+DETECTOR = click.option(
+    "--detector", "detector", default=None, metavar="haar|mtcnn|RUN|none",
+    help="Face detector: 'haar' (OpenCV cascade, fast), 'mtcnn' (stronger, needs TensorFlow), the path of "
+         "a trained detection run folder, or 'none' (each input is already a face crop).")
 
 
 @click.group(cls=FacekitGroup, context_settings=CONTEXT)
@@ -59,19 +65,29 @@ def _quiet_tensorflow() -> None:
               help="Weight of the localization loss next to the presence BCE.")
 @click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience (epochs).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--feature-cache/--no-feature-cache", default=True, show_default=True,
+              help="Compute the frozen backbone layers' output once per image and train the rest on it "
+                   "(same model, much faster epochs).")
+@click.option("--feature-cache-ram", type=float, default=0.25, show_default=True, metavar="SHARE",
+              help="Largest share of the available RAM the feature cache may take; a larger cache goes to "
+                   "disk under RUN/feature_cache (0: always on disk).")
 @click.option("--task", type=click.Choice(["detection", "identity"]), default=None,
               help="Checked against the task the TFRecords hold (read from them by default).")
 @OVERWRITE
 @click.option("--resume", is_flag=True, help="Continue an interrupted fit of --out from its last checkpoint "
                                               "(with the options it started with).")
 def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr, fine_tune_layers,
-        fine_tune_epochs, fine_tune_lr, box_weight, patience, seed, task, overwrite, resume):
-    """Train a face detector (presence + one box) on TFRecords from `datatool split`.
+        fine_tune_epochs, fine_tune_lr, box_weight, patience, seed, feature_cache, feature_cache_ram, task, overwrite,
+        resume):
+    """Train a face detector (presence + one box) or, on `split --task identity` records, a face
+    recognizer (softmax over the people of labels.txt) on TFRecords from `datatool split`.
 
     The backbone (without its top) is frozen while the heads train, then its top N layers are
     fine-tuned at a lower learning rate. For images with several faces the one-box model learns
     the largest. RUN gets model.keras (best validation loss), history.csv, curves.png, logs/
-    (TensorBoard) and config.json (everything needed to reproduce the fit).
+    (TensorBoard) and config.json (everything needed to reproduce the fit). The frozen layers'
+    output is computed once per image and the rest trained on it (in memory, or under
+    RUN/feature_cache when large); --no-feature-cache runs every layer on every batch instead.
 
     \b
     Example:
@@ -80,6 +96,7 @@ def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr
           --weights ~/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5
       trainer fit datasets/me-tf --out runs/scratch --weights none --image-size 96 --epochs 30
       trainer fit datasets/me-tf --out runs/me --resume
+      trainer fit datasets/people-tf --out runs/people --task identity --image-size 160
     """
     _quiet_tensorflow()
     from .fit import FitConfig, fit as run_fit, parse_fine_tune_layers
@@ -87,7 +104,8 @@ def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr
     config = FitConfig(backbone=backbone, image_size=image_size, alpha=alpha, weights=weights, epochs=epochs,
                        batch_size=batch_size, lr=lr, fine_tune_layers=parse_fine_tune_layers(fine_tune_layers),
                        fine_tune_epochs=fine_tune_epochs, fine_tune_lr=fine_tune_lr, box_weight=box_weight,
-                       patience=patience, seed=seed, task=task)
+                       patience=patience, seed=seed, task=task, feature_cache=feature_cache,
+                       feature_cache_ram=feature_cache_ram)
     try:
         record = run_fit(tfdir, out, config=config, overwrite=overwrite, resume=resume, log=click.echo)
     except KeyboardInterrupt:
@@ -104,21 +122,26 @@ def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--iou", type=float, default=0.5, show_default=True,
               help="IoU a found face's box needs to count as well placed.")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Presence score that means 'face'.")
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="Presence score that means 'face'; for a recognizer, the least probability that answers a "
+                   "name rather than 'unknown'.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
-              help="Folder for metrics.json and pr_curve.png [default: RUN].")
+              help="Folder for metrics.json and pr_curve.png (confusion_matrix.png) [default: RUN].")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 def evaluate(run, tfdir, split, iou, threshold, out, batch_size):
     """Measure a trained detector on one split: presence accuracy / precision / recall / F1 / AUC,
     mean IoU of found faces, share with IoU >= --iou, AP@0.5 and AP@[.5:.95] (pycocotools).
 
     Writes metrics.json and pr_curve.png into RUN (or --out). A one-box model finds at most one
-    face per image; on multi-face data the figures say so.
+    face per image; on multi-face data the figures say so. For a recognizer (identity run):
+    accuracy, per-person precision / recall / F1, how many answers --threshold turns into
+    'unknown', and confusion_matrix.png.
 
     \b
     Example:
       trainer evaluate runs/me datasets/me-tf
       trainer evaluate runs/me datasets/me-tf --split val --iou 0.7 --out reports/me-val
+      trainer evaluate runs/people datasets/people-tf --threshold 0.8
     """
     _quiet_tensorflow()
     from .evaluate import evaluate as run_evaluate, summary_lines
@@ -126,7 +149,8 @@ def evaluate(run, tfdir, split, iou, threshold, out, batch_size):
     metrics = run_evaluate(run, tfdir, split=split, iou=iou, threshold=threshold, out=out, batch_size=batch_size)
     for line in summary_lines(metrics):
         click.echo(line)
-    click.echo(f"wrote {(out or run)}/metrics.json and pr_curve.png")
+    picture = "confusion_matrix.png" if metrics.get("task") == "identity" else "pr_curve.png"
+    click.echo(f"wrote {(out or run)}/metrics.json and {picture}")
 
 
 @cli.command()
@@ -134,23 +158,53 @@ def evaluate(run, tfdir, split, iou, threshold, out, batch_size):
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Folder for annotated copies and predictions.csv/json [default: RUN/predictions].")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="Presence score that means 'face'.")
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="Presence score that means 'face'; for a recognizer, the least probability to answer a "
+                   "name (below it: 'unknown').")
 @click.option("--source", default=None, metavar="CAMERA",
               help="Live window instead of files: a camera index (0), a device path or a video file.")
+@DETECTOR
+@click.option("--mode", type=click.Choice(["auto", "softmax", "enrolled"]), default="auto", show_default=True,
+              help="Recognizer: the trained softmax, the nearest enrolled face (`trainer enroll`), or "
+                   "enrolled when the run has enrolments.")
+@click.option("--max-distance", type=float, default=None,
+              help="Recognizer, enrolled mode: the largest cosine distance to the nearest enrolled face "
+                   "that still names it [default: 0.25].")
+@click.option("--margin", type=float, default=None,
+              help="Recognizer with a detector: margin around each face, as a share of its size "
+                   "[default: the one the training crops used, else 0.2].")
 @click.option("--max-frames", type=int, default=None, hidden=True)
 @OVERWRITE
-def predict(run, inputs, out, threshold, source, max_frames, overwrite):
+def predict(run, inputs, out, threshold, source, detector, mode, max_distance, margin, max_frames, overwrite):
     """Find the face in images, folders and videos (annotated copies + CSV/JSON of boxes and
     scores), or live on a camera in a window with FPS (Q or Esc quits).
+
+    With a recognizer (a run trained on identity records) it names faces instead: --detector
+    finds every face in a full frame (mtcnn by default; 'none' when the inputs are face crops),
+    each is cut as `datatool crop` cuts them and answered with a name and its probability, or
+    'unknown' below --threshold. Once people are enrolled (`trainer enroll`) the answer is the
+    nearest enrolled face (--mode).
 
     \b
     Example:
       trainer predict runs/me photo.jpg holiday/ --out predictions/
       trainer predict runs/me clip.mp4 --out predictions/ --threshold 0.7
       trainer predict runs/me --source 0
+      trainer predict runs/people group.jpg --detector mtcnn --threshold 0.8
+      trainer predict runs/people datasets/people/people/bob --detector none --mode softmax
+      trainer predict runs/people --source 0 --detector haar
     """
     _quiet_tensorflow()
+    from .models import read_config
     from .predict import live, predict_paths
+
+    if read_config(run).get("task") == "identity":
+        return _predict_identity(run, inputs, out=out, threshold=threshold, source=source, detector=detector,
+                                 mode=mode, max_distance=max_distance, margin=margin, max_frames=max_frames,
+                                 overwrite=overwrite)
+    if detector is not None or mode != "auto" or max_distance is not None or margin is not None:
+        raise click.UsageError(f"{run} is a face detector: --detector, --mode, --max-distance and --margin "
+                               f"are for recognizers (runs trained on identity records)")
 
     if source is not None:
         if inputs:
@@ -189,3 +243,65 @@ def export(run, fmt, quantize, out, overwrite):
     path = run_export(run, fmt=fmt, quantize=quantize, out=out, overwrite=overwrite)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
     click.echo(f"wrote {path} ({size / 1e6:.1f} MB)")
+
+
+def _predict_identity(run, inputs, *, out, threshold, source, detector, mode, max_distance, margin, max_frames,
+                      overwrite):
+    from collections import Counter
+
+    from .identity import UNKNOWN, live_identity, predict_identity_paths
+
+    if source is not None:
+        if inputs:
+            raise click.UsageError("give either INPUT files or --source, not both")
+        stats = live_identity(run, source, threshold=threshold, detector=detector, mode=mode,
+                              max_distance=max_distance, margin=margin, max_frames=max_frames)
+        click.echo(f"{stats['frames']} frames, {stats['fps']:.1f} FPS")
+        return
+    if not inputs:
+        raise click.UsageError("nothing to predict: give images or folders (or --source CAMERA)")
+    out = out or Path(run) / "predictions"
+    rows = predict_identity_paths(run, inputs, out=out, threshold=threshold, detector=detector, mode=mode,
+                                  max_distance=max_distance, margin=margin, overwrite=overwrite)
+    names = Counter(r["name"] for r in rows)
+    known = ", ".join(f"{n} {c}" for n, c in sorted(names.items()) if n != UNKNOWN) or "nobody known"
+    mode_used = rows[0]["mode"] if rows else mode
+    click.echo(f"{len(rows)} faces ({mode_used}): {known}; {names.get(UNKNOWN, 0)} unknown; "
+               f"wrote {out}/predictions.csv, predictions.json and annotated copies")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--person", required=True, help="The name predict will answer for these faces.")
+@DETECTOR
+@click.option("--margin", type=float, default=None,
+              help="With a detector: margin around the face, as a share of its size "
+                   "[default: the one the training crops used, else 0.2].")
+@click.option("--overwrite", is_flag=True, help="Replace the faces of a person already enrolled.")
+def enroll(run, images, person, detector, margin, overwrite):
+    """Add a person to a trained recognizer without retraining: stores the embedding of each face
+    (the trained backbone's pooled features, L2-normalized) in RUN/enrolled.npz. `trainer predict`
+    then answers with the nearest enrolled face (cosine distance), or 'unknown' past
+    --max-distance. Enroll the trained people too if they should be named in that mode.
+
+    IMAGES are face crops (files or folders; --detector none, the default) or photos in which
+    --detector haar|mtcnn|RUN finds the one face (images with no face or several are skipped).
+
+    \b
+    Example:
+      trainer enroll runs/people --person dave datasets/dave/people/dave
+      trainer enroll runs/people --person erin photos/erin/ --detector mtcnn
+      trainer enroll runs/people --person dave new-crops/ --overwrite
+    """
+    _quiet_tensorflow()
+    from .enroll import enroll as run_enroll
+
+    if not images:
+        raise click.UsageError(f"no images of {person}: give face crops or photos (files or folders)")
+    result = run_enroll(run, person, images, overwrite=overwrite, detector=detector or "none", margin=margin)
+    for why in result["skipped"]:
+        click.echo(f"skipped: {why}", err=True)
+    people = ", ".join(f"{n} ({c})" for n, c in result["people"].items())
+    click.echo(f"enrolled {result['added']} faces of {person} in {result['seconds']:.1f} s; "
+               f"{result['path']} now holds: {people}")

@@ -110,6 +110,11 @@ def evaluate(run: Path, tfdir: Path, *, split: str = "test", iou: float = 0.5, t
     task = tdata.read_task(tfdir)
     if task != config.get("task", "detection"):
         raise DatatoolError(f"{tfdir}: holds {task} records but {run} is a {config.get('task')} model")
+    if task == "identity":
+        from .identity import evaluate_identity
+
+        return evaluate_identity(run, tfdir, model=model, config=config, split=split, threshold=threshold, out=out,
+                                 batch_size=batch_size)
     pred = predict_split(model, tfdir, split, image_size=int(config["image_size"]), batch_size=batch_size)
     metrics = compute_metrics(pred, iou=iou, threshold=threshold)
     out = Path(out) if out else Path(run)
@@ -123,6 +128,10 @@ def evaluate(run: Path, tfdir: Path, *, split: str = "test", iou: float = 0.5, t
 
 
 def summary_lines(m: dict) -> list[str]:
+    if m.get("task") == "identity":
+        from .identity import summary_lines as identity_lines
+
+        return identity_lines(m)
     p, loc = m["presence"], m["localization"]
     lines = [
         f"{m['split']}: {m['images']} images, {m['images_with_faces']} with faces",

@@ -12,8 +12,10 @@ RUN/ holds `config.json` (written first, completed at the end), `state.json` (ph
 (lowest validation loss so far), `history.csv`, `logs/` (TensorBoard), and at the end
 `model.keras` (the best weights) and `curves.png`.
 
-The head training is a separate step (`train_phase`) on a model built from named parts
-(`preprocess`, `backbone`, `head`), so the frozen part can later be replaced by cached features.
+Each phase is a separate step (`train_phase`) on a model built from named parts (`preprocess`,
+`backbone`, `head`). Where part of the backbone is frozen, its activations are computed once per
+image and the trainable part is fitted on them (`trainer.feature_cache`; `feature_cache=False`,
+`--no-feature-cache`, turns it off); the model saved is the same either way.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class FitConfig:
     patience: int = 5
     seed: int = 0
     task: str | None = None
+    feature_cache: bool = True  # frozen layers' activations computed once (trainer.feature_cache)
+    feature_cache_ram: float = 0.25  # share of available RAM the cache may take; beyond it, on disk
 
     @property
     def from_scratch(self) -> bool:
@@ -91,6 +95,8 @@ class FitConfig:
                 problems.append(f"--{name.replace('_', '-')}: must be at least 1")
         if self.fine_tune_epochs < 0:
             problems.append("--fine-tune-epochs: must be 0 or more")
+        if not 0 <= self.feature_cache_ram <= 1:
+            problems.append(f"--feature-cache-ram: {self.feature_cache_ram} is not a share between 0 and 1")
         if self.lr <= 0 or (self.fine_tune_lr is not None and self.fine_tune_lr <= 0):
             problems.append("--lr: must be positive")
         n = self.fine_tune_layers
@@ -116,32 +122,47 @@ def parse_fine_tune_layers(value: str | None):
 # building and compiling
 
 
-def build_model(config: FitConfig):
-    """The detector for `config` (seeded), BatchNorm momentum lowered when training from scratch."""
+def build_model(config: FitConfig, *, num_classes: int = 0):
+    """The detector (or, for `task='identity'`, the recognizer of `num_classes` people) for
+    `config` (seeded), BatchNorm momentum lowered when training from scratch."""
     import keras
 
     from .models import build_detector
 
     keras.utils.set_random_seed(config.seed)
-    model = build_detector(backbone=config.backbone, image_size=config.image_size, alpha=config.alpha,
-                           weights=config.weights)
+    if config.task == "identity":
+        from .identity import build_identity_model
+
+        model = build_identity_model(num_classes=num_classes, backbone=config.backbone,
+                                     image_size=config.image_size, alpha=config.alpha, weights=config.weights)
+    else:
+        model = build_detector(backbone=config.backbone, image_size=config.image_size, alpha=config.alpha,
+                               weights=config.weights)
     if config.from_scratch:
         # Keras' MobileNetV2 uses momentum 0.999: on a small set from scratch its moving statistics
         # would still be near their initial values after the whole fit, and validation (which uses
-        # them) stays stuck. 0.9 settles within a few dozen steps.
+        # them) stays stuck. 0.9 settles within a few dozen steps. A recognizer's set is a few
+        # crops per person - a handful of steps per epoch - so its statistics follow faster (0.5):
+        # with 0.9 the validation accuracy stayed at chance for ~10 epochs on 3 x 14 crops.
+        momentum = 0.5 if config.task == "identity" else 0.9
         for layer in model.get_layer("backbone").layers:
             if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
+                layer.momentum = momentum
     return model
 
 
-def compile_for_phase(model, *, fine_tune_layers, lr: float, box_weight: float, freeze_batchnorm: bool) -> int:
+def compile_for_phase(model, *, fine_tune_layers, lr: float, box_weight: float, freeze_batchnorm: bool,
+                      task: str | None = None) -> int:
     """Set what trains and compile with a fresh Adam. Returns trainable backbone layers."""
     import keras
 
     from .losses import MaskedIoU, localization_loss
     from .models import set_trainable
 
+    if task == "identity":
+        from .identity import compile_identity
+
+        return compile_identity(model, fine_tune_layers=fine_tune_layers, lr=lr, freeze_batchnorm=freeze_batchnorm)
     n = set_trainable(model, fine_tune_layers, freeze_batchnorm=freeze_batchnorm)
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
@@ -229,20 +250,42 @@ def _has_tensorboard() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
+class _BestWeights:
+    """`ModelCheckpoint` (best weights only) that always saves `target`, the full model, even while
+    `fit` runs on the feature cache's model (which shares its trainable layers)."""
+
+    def __new__(cls, target, path, **kwargs):
+        import keras
+
+        class BestWeights(keras.callbacks.ModelCheckpoint):
+            def set_model(self, model):
+                super().set_model(target)
+
+        return BestWeights(path, save_best_only=True, save_weights_only=True, **kwargs)
+
+
 def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index: int, initial_epoch: int,
-                config: FitConfig, state: dict, verbose="auto", extra_callbacks=()):
-    """One phase: compile for it and `model.fit` with the run's callbacks. Returns the next epoch."""
+                config: FitConfig, state: dict, verbose="auto", extra_callbacks=(), cache=None):
+    """One phase: compile for it and `model.fit` with the run's callbacks. Returns the next epoch.
+
+    With `cache` (a `trainer.feature_cache.FeatureCache`) the frozen layers' activations are
+    computed once and the trainable part is fitted on them; `model` is trained all the same (the
+    parts share their layers) and is what the best-weights checkpoint saves."""
     import keras
 
     run = Path(run)
     monitor = "val_loss" if val_ds is not None else "loss"
     compile_for_phase(model, fine_tune_layers=phase["fine_tune_layers"], lr=phase["lr"],
-                      box_weight=config.box_weight, freeze_batchnorm=not config.from_scratch)
+                      box_weight=config.box_weight, freeze_batchnorm=not config.from_scratch, task=config.task)
+    fit_model, fit_train, fit_val = model, train_ds, val_ds
+    cached = (cache.prepare(model, phase=phase["name"], fine_tune_layers=phase["fine_tune_layers"])
+              if cache is not None else None)
+    if cached is not None:
+        fit_model, fit_train, fit_val = cached.model, cached.train, cached.val
     backup_dir = run / "checkpoint" / f"phase{phase_index}"
     callbacks = [
         keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
-        keras.callbacks.ModelCheckpoint(str(run / "best.weights.h5"), monitor=monitor, save_best_only=True,
-                                        save_weights_only=True, initial_value_threshold=state.get("best")),
+        _BestWeights(model, str(run / "best.weights.h5"), monitor=monitor, initial_value_threshold=state.get("best")),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, config.patience // 2),
                                           min_lr=phase["lr"] / 100),
@@ -260,8 +303,8 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
             pass
     else:
         _trim_history(run, initial_epoch)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + phase["epochs"],
-                        initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    history = fit_model.fit(fit_train, validation_data=fit_val, epochs=initial_epoch + phase["epochs"],
+                            initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
     return (history.epoch[-1] + 1) if history.epoch else initial_epoch
 
 
@@ -286,9 +329,10 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     task = data_info["task"]
     if config.task is not None and config.task != task:
         raise FitError(f"--task {config.task}: {tfdir} holds {task} records")
-    if task != "detection":
-        raise FitError(f"{tfdir}: task '{task}': this version of `trainer fit` trains face detectors only "
-                       f"(identity TFRecords are not supported yet)")
+    if task == "identity" and len(data_info["labels"]) < 2:
+        raise FitError(f"{Path(tfdir) / 'labels.txt'}: expected one name per line for at least two people "
+                       f"(written by `datatool split --task identity`), got {data_info['labels']}")
+    num_classes = len(data_info["labels"]) if task == "identity" else 0
     if data_info["counts"].get("train", 0) == 0:
         raise FitError(f"{tfdir}: the train split is empty")
     config = dataclasses.replace(config, task=task)
@@ -299,7 +343,7 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     if not resume:
         prepare_output_dir(run, overwrite=overwrite)  # refuses a non-empty folder before any work
     # built before anything is written, so a failed weights download leaves no half-made run
-    model = build_model(config)
+    model = build_model(config, num_classes=num_classes)
     if resume:
         if saved["data"]["record_sha256"] != data_info["record_sha256"]:
             raise FitError(f"{tfdir}: TFRecords differ from those {run} started with "
@@ -319,18 +363,22 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
                   "weights": config.weights, "labels": data_info["labels"],
                   "fit": dataclasses.asdict(config), "phases": config.phases(),
                   "data": data_info, "outputs": {"presence": "sigmoid, 1: probability of a face",
-                                                  "box": "x_min, y_min, x_max, y_max normalized to [0, 1]"},
+                                                  "box": "x_min, y_min, x_max, y_max normalized to [0, 1]"}
+                  if task == "detection" else {"identity": "softmax over labels (line i of labels.txt is class i)"},
                   "input": {"size": [config.image_size, config.image_size, 3], "range": "RGB 0-255"}}
         write_json_atomic(run / "config.json", record)
 
+    targets = {"task": task, "num_classes": num_classes}
     train_ds = tdata.make_dataset(tfdir, "train", image_size=config.image_size, batch_size=config.batch_size,
-                                  shuffle=True, seed=config.seed)
-    val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size)
+                                  shuffle=True, seed=config.seed, **targets)
+    val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size, **targets)
               if data_info["counts"].get("val") else None)
     if val_ds is None:
         log(f"{tfdir}: no val split: checkpoints and early stopping follow the training loss")
     if not _has_tensorboard():
         log("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
+    cache = _feature_cache(tfdir, run, config=config, data_info=data_info, targets=targets, record=record,
+                           log=log, progress=verbose != 0)
 
     phases = config.phases()
     epoch = state.get("next_epoch", 0)
@@ -345,11 +393,14 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
             log(f"phase {k + 1}/{len(phases)} '{phase['name']}': backbone layers trained: "
                 f"{phase['fine_tune_layers']}, lr {phase['lr']:g}, epochs {phase['epochs']}")
             epoch = train_phase(model, train_ds, val_ds, run=run, phase=phase, phase_index=k, initial_epoch=epoch,
-                                config=config, state=state, verbose=verbose, extra_callbacks=extra_callbacks)
+                                config=config, state=state, verbose=verbose, extra_callbacks=extra_callbacks,
+                                cache=cache)
             model.save_weights(str(weights_after))
             state.update(phases_done=k + 1, next_epoch=epoch)
             state.setdefault("phase_ends", []).append(epoch)
             _write_state(run, state)
+            if cache is not None:
+                write_json_atomic(run / "config.json", record)  # with the phase's feature_cache entry
     except Exception as e:
         import tensorflow as tf
 
@@ -366,7 +417,8 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     save_model(model, run / "model.keras")
     history = read_history(run)
     try:
-        plot_curves(history, run / "curves.png", phase_ends=state.get("phase_ends", []))
+        plot_curves(history, run / "curves.png", phase_ends=state.get("phase_ends", []),
+                    panels=_identity_panels() if task == "identity" else None)
     except Exception as e:  # a picture must not lose a finished fit
         log(f"curves.png not written ({e})")
     record.update(status="done", versions=versions(), results={
@@ -377,6 +429,30 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     _write_state(run, state)
     shutil.rmtree(run / "checkpoint", ignore_errors=True)
     return record
+
+
+def _feature_cache(tfdir: Path, run: Path, *, config: FitConfig, data_info: dict, targets: dict, record: dict,
+                   log, progress: bool):
+    """The fit's `FeatureCache` (None with `feature_cache` off); its entries go to `record`."""
+    if not config.feature_cache:
+        log("feature cache off (--no-feature-cache): the frozen layers run on every batch")
+        return None
+    import keras
+    import tensorflow as tf
+
+    from . import __version__
+    from .feature_cache import FeatureCache
+
+    splits = [s for s in ("train", "val") if data_info["counts"].get(s)]
+    pipelines = {s: (lambda s=s: tdata.make_dataset(tfdir, s, image_size=config.image_size,
+                                                    batch_size=config.batch_size, **targets)) for s in splits}
+    fingerprint = {"records": data_info["record_sha256"], **targets, "backbone": config.backbone,
+                   "alpha": config.alpha, "image_size": config.image_size, "trainer": __version__,
+                   "keras": keras.__version__, "tensorflow": tf.__version__}
+    return FeatureCache(run, pipelines=pipelines, counts={s: data_info["counts"][s] for s in splits},
+                        fingerprint=fingerprint, batch_size=config.batch_size, seed=config.seed,
+                        ram_fraction=config.feature_cache_ram, log=log, progress=progress,
+                        entries=record.setdefault("feature_cache", []))
 
 
 def _load_for_resume(run: Path):
@@ -395,8 +471,15 @@ def _load_for_resume(run: Path):
 # the picture
 
 
-def plot_curves(history: list[dict], path: Path, *, phase_ends=()) -> None:
-    """Losses and metrics per epoch (train solid, validation dashed), phase changes marked."""
+def _identity_panels():
+    from .identity import CURVE_PANELS
+
+    return CURVE_PANELS
+
+
+def plot_curves(history: list[dict], path: Path, *, phase_ends=(), panels=None) -> None:
+    """Losses and metrics per epoch (train solid, validation dashed), phase changes marked.
+    `panels`: `[(history key, title)]`, default the detector's six."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -404,10 +487,12 @@ def plot_curves(history: list[dict], path: Path, *, phase_ends=()) -> None:
 
     from datatool.fsutil import atomic_path
 
-    panels = [("loss", "total loss"), ("presence_loss", "presence loss (BCE)"), ("box_loss", "box loss"),
-              ("presence_auc", "presence AUC"), ("presence_accuracy", "presence accuracy"), ("box_iou", "box IoU")]
+    panels = panels or [("loss", "total loss"), ("presence_loss", "presence loss (BCE)"), ("box_loss", "box loss"),
+                        ("presence_auc", "presence AUC"), ("presence_accuracy", "presence accuracy"),
+                        ("box_iou", "box IoU")]
     epochs = [int(h["epoch"]) + 1 for h in history]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    rows, cols = (2, 3) if len(panels) > 3 else (1, len(panels))
+    fig, axes = plt.subplots(rows, cols, figsize=(13, 7 if rows == 2 else 4), squeeze=False)
     for ax, (key, title) in zip(axes.flat, panels):
         for prefix, style in (("", "-"), ("val_", "--")):
             ys = [h.get(prefix + key) for h in history]
