@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,8 +304,13 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
             pass
     else:
         _trim_history(run, initial_epoch)
-    history = fit_model.fit(fit_train, validation_data=fit_val, epochs=initial_epoch + phase["epochs"],
-                            initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    with warnings.catch_warnings():
+        # The record pipeline has no declared length (the batch order depends on that), so Keras
+        # learns the epoch's end by running out of data and warns about it: expected, not a problem.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = fit_model.fit(fit_train, validation_data=fit_val, epochs=initial_epoch + phase["epochs"],
+                                initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                                shuffle=False)  # tf.data shuffles, seeded (see trainer.data)
     return (history.epoch[-1] + 1) if history.epoch else initial_epoch
 
 
@@ -413,7 +419,10 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
 
     best = run / "best.weights.h5"
     if best.is_file():
-        model.load_weights(str(best))
+        with warnings.catch_warnings():
+            # the best weights are reloaded for saving only: the optimizer state is not needed
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(str(best))
     save_model(model, run / "model.keras")
     history = read_history(run)
     try:
