@@ -58,7 +58,13 @@ def heldout_sheet(out: Path, heldout: Path, predictions_csv: Path, threshold: fl
         else:
             best = None
         tiles.append(rgb)
-        titles.append(f"{s.image_path.name} " + ("neg" if not s.boxes else f"IoU {fmt(best, 2)}"))
+        if not s.boxes:
+            verdict = "negative" + (f", false alarm {score:.2f}" if score >= threshold else "")
+        elif best is None:
+            verdict = f"missed (score {score:.2f})"
+        else:
+            verdict = f"IoU {best:.2f}"
+        titles.append(f"{s.image_path.name} {verdict}")
         rows.append({"image": s.image_path.name, "faces": len(s.boxes), "score": score, "iou": best})
     if not tiles:
         return None, rows
