@@ -475,43 +475,18 @@ def live_identity(run: Path, source: str, *, threshold: float = 0.5, detector: s
                   mode: str = "auto", max_distance: float | None = None, margin: float | None = None,
                   max_frames: int | None = None) -> dict:
     """Names on the faces of a camera or video in a Qt window with FPS; Q or Esc quits."""
-    import time
-
-    import cv2
-
     from datatool.crop import DEFAULT_MARGIN
 
     from . import liveview
 
-    if not liveview.display_available():
-        raise DatatoolError("no display: the live window needs a desktop session (DISPLAY or WAYLAND_DISPLAY "
-                            "set, QT_QPA_PLATFORM not 'offscreen'); to name faces in files instead use "
-                            "`trainer predict RUN INPUT... --out DIR`")
+    liveview.require_display("to name faces in files instead use `trainer predict RUN INPUT... --out DIR`")
     recognizer = Recognizer(run, mode=mode, threshold=threshold, max_distance=max_distance)
     margin = training_margin(recognizer.config, DEFAULT_MARGIN) if margin is None else margin
     found = open_detector(detector, run=run)
-    cap = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
-    if not cap.isOpened():
-        raise DatatoolError(f"--source {source}: cannot open camera or video")
-    window = liveview.open_window(f"trainer predict - {Path(run).name}")
-    frames, t0, fps = 0, time.perf_counter(), 0.0
-    try:
-        while window.poll():
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-            t = time.perf_counter()
-            faces = find_faces(found, rgb, margin=margin, size=recognizer.size)
-            answers = recognizer.recognize([c for _, c in faces])
-            dt = time.perf_counter() - t
-            fps = 0.9 * fps + 0.1 / max(dt, 1e-6) if frames else 1 / max(dt, 1e-6)
-            names = ", ".join(a.name for a in answers) or "no face"
-            window.show(annotate(rgb, faces, answers), corner=f"{fps:.1f} FPS  {names}")
-            frames += 1
-            if max_frames and frames >= max_frames:
-                break
-    finally:
-        cap.release()
-        window.close()
-    return {"frames": frames, "seconds": time.perf_counter() - t0, "fps": fps}
+
+    def step(rgb):
+        faces = find_faces(found, rgb, margin=margin, size=recognizer.size)
+        answers = recognizer.recognize([c for _, c in faces])
+        return annotate(rgb, faces, answers), ", ".join(a.name for a in answers) or "no face"
+
+    return liveview.run(source, f"trainer predict - {Path(run).name}", step, max_frames=max_frames)

@@ -26,3 +26,50 @@ def open_window(title: str):
     from datatool.qtview import PreviewWindow
 
     return PreviewWindow(title)
+
+
+NO_DISPLAY = ("no display: the live window needs a desktop session (DISPLAY or WAYLAND_DISPLAY set, "
+              "QT_QPA_PLATFORM not 'offscreen')")
+
+
+def require_display(instead: str) -> None:
+    """Fail fast, before any model loads, when no window can be shown; `instead` says what to do."""
+    from datatool.errors import DatatoolError
+
+    if not display_available():
+        raise DatatoolError(f"{NO_DISPLAY}; {instead}")
+
+
+def run(source: str, title: str, step, *, max_frames: int | None = None) -> dict:
+    """Show a camera (index or device path) or a video in a window, each frame passed through
+    `step(rgb) -> (rgb_to_show, text)`; the text goes in a corner after the FPS. Q or Esc quits."""
+    import time
+
+    import cv2
+    import numpy as np
+
+    from datatool.errors import DatatoolError
+
+    cap = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
+    if not cap.isOpened():
+        raise DatatoolError(f"--source {source}: cannot open camera or video")
+    window = open_window(title)
+    frames, t0, fps = 0, time.perf_counter(), 0.0
+    try:
+        while window.poll():
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            t = time.perf_counter()
+            shown, text = step(rgb)
+            dt = time.perf_counter() - t
+            fps = 0.9 * fps + 0.1 / max(dt, 1e-6) if frames else 1 / max(dt, 1e-6)
+            window.show(shown, corner=f"{fps:.1f} FPS  {text}")
+            frames += 1
+            if max_frames and frames >= max_frames:
+                break
+    finally:
+        cap.release()
+        window.close()
+    return {"frames": frames, "seconds": time.perf_counter() - t0, "fps": fps}

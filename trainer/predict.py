@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -201,38 +200,16 @@ def write_tables(rows: list[dict], out: Path) -> None:
 
 def live(run: Path, source: str, *, threshold: float = 0.5, max_frames: int | None = None) -> dict:
     """Boxes and FPS on a camera (index or device path) or a video, in a Qt window; Q or Esc quits."""
-    import cv2
-
     from datatool.draw import draw_boxes
 
     from . import liveview
 
-    if not liveview.display_available():
-        raise DatatoolError("no display: the live window needs a desktop session (DISPLAY or WAYLAND_DISPLAY "
-                            "set, QT_QPA_PLATFORM not 'offscreen'); to annotate files instead use "
-                            "`trainer predict RUN INPUT... --out DIR`")
+    liveview.require_display("to annotate files instead use `trainer predict RUN INPUT... --out DIR`")
     detector = Detector(run)
-    cap = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
-    if not cap.isOpened():
-        raise DatatoolError(f"--source {source}: cannot open camera or video")
-    window = liveview.open_window(f"trainer predict - {Path(run).name}")
-    frames, t0, fps = 0, time.perf_counter(), 0.0
-    try:
-        while window.poll():
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-            t = time.perf_counter()
-            (score, box), = detector.detect([rgb])
-            dt = time.perf_counter() - t
-            fps = 0.9 * fps + 0.1 / max(dt, 1e-6) if frames else 1 / max(dt, 1e-6)
-            shown = draw_boxes(rgb, [box], captions=[_caption(score)]) if score >= threshold else rgb
-            window.show(shown, corner=f"{fps:.1f} FPS  score {score:.2f}")
-            frames += 1
-            if max_frames and frames >= max_frames:
-                break
-    finally:
-        cap.release()
-        window.close()
-    return {"frames": frames, "seconds": time.perf_counter() - t0, "fps": fps}
+
+    def step(rgb):
+        (score, box), = detector.detect([rgb])
+        shown = draw_boxes(rgb, [box], captions=[_caption(score)]) if score >= threshold else rgb
+        return shown, f"score {score:.2f}"
+
+    return liveview.run(source, f"trainer predict - {Path(run).name}", step, max_frames=max_frames)
