@@ -1,5 +1,5 @@
-"""Small helpers the format modules share: safe keys, refusing to overwrite, copying images,
-number formatting, progress bars. No format knowledge lives here."""
+"""Small helpers the format modules share: reading annotation text, safe keys, refusing to
+overwrite, copying images, number formatting, progress bars. No format knowledge lives here."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ from typing import Iterable
 from ..errors import AnnotationError, OutputExistsError
 from ..fsutil import atomic_path
 from ..report import Issue
+
+def read_text(path: Path, *, what: str, encoding: str = "utf-8") -> str:
+    """The text of an annotation file; `AnnotationError` naming the file when it is missing,
+    unreadable or not text (e.g. an image given by mistake). `what` names it: "COCO file"."""
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except FileNotFoundError as e:
+        raise AnnotationError(f"{path}: {what} not found") from e
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text (is it a {what}?)") from e
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from e
+
 
 LIMIT = 1e9  # no coordinate is this large; bigger numbers would overflow box arithmetic to inf
 

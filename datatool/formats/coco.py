@@ -18,7 +18,7 @@ from ..errors import AnnotationError, DatatoolError, ImageError
 from ..images import image_size
 from ..report import Issue
 from ..sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, safe_key
+from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, read_text, safe_key
 
 ANNOTATIONS = "annotations.json"
 IMAGES = "images"
@@ -50,12 +50,9 @@ def read_coco(json_path: Path, images_root: Path, *, issues: list[Issue] | None 
     """
     json_path, images_root = Path(json_path), Path(images_root)
     name = str(json_path)
+    text = read_text(json_path, what="COCO file")
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise AnnotationError(f"{name}: COCO file not found") from e
-    except UnicodeDecodeError as e:
-        raise AnnotationError(f"{name}: not UTF-8 text") from e
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
     if not isinstance(data, dict):

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import AnnotationError, DatatoolError
 from ..report import Issue
 from ..sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, safe_key
+from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, read_text, safe_key
 
 FILENAME = "annotations.csv"
 IMAGES = "images"
@@ -51,12 +51,7 @@ def read_csv(csv_path: Path, images_root: Path, *, issues: list[Issue] | None = 
     """
     csv_path, images_root = Path(csv_path), Path(images_root)
     name = str(csv_path)
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as e:
-        raise AnnotationError(f"{name}: CSV file not found") from e
-    except UnicodeDecodeError as e:
-        raise AnnotationError(f"{name}: not UTF-8 text") from e
+    text = read_text(csv_path, what="CSV file", encoding="utf-8-sig")
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in COLUMNS[:8] if c not in (reader.fieldnames or [])]
     if missing:

@@ -26,7 +26,7 @@ from ..errors import AnnotationError, DatatoolError, ImageError
 from ..images import image_size, is_image
 from ..report import Issue
 from ..sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, safe_key
+from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, read_text, safe_key
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 """WIDER's per-face attributes, in file order: blur 0 clear / 1 normal / 2 heavy; expression
@@ -56,14 +56,7 @@ def read_wider(gt_txt: Path, images_root: Path, *, issues: list[Issue] | None = 
     without an `issues` list the first error raises.
     """
     gt_txt, images_root = Path(gt_txt), Path(images_root)
-    try:
-        lines = gt_txt.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as e:
-        raise AnnotationError(f"{gt_txt}: WIDER gt file not found") from e
-    except UnicodeDecodeError as e:
-        raise AnnotationError(f"{gt_txt}: not a WIDER gt file (not UTF-8 text)") from e
-    except OSError as e:
-        raise AnnotationError(f"{gt_txt}: cannot read ({e.strerror})") from e
+    lines = read_text(gt_txt, what="WIDER gt file").splitlines()
     if not images_root.is_dir():
         raise DatatoolError(f"{images_root}: WIDER images folder not found")
 
