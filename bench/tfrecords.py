@@ -103,7 +103,7 @@ def bare_write(plan, out: Path) -> None:
     """The same records as `write_split(plan)` (same bytes, same Example), in one bare loop."""
     import tensorflow as tf
 
-    from datatool.tfrecord import to_example
+    from datatool.core.tfrecord import to_example
 
     out.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(out / "all.tfrecord")) as writer:
@@ -135,7 +135,7 @@ def read_pipeline(tfdir: Path, batch: int):
     except ImportError:
         import tensorflow as tf
 
-        from datatool.tfrecord import decode_image, list_shards, parse_example
+        from datatool.core.tfrecord import decode_image, list_shards, parse_example
 
         files = [str(p) for p in list_shards(tfdir, "train")]
 

@@ -38,9 +38,9 @@ def write_records(out: Path, n: int, *, side: int = 320, seed: int = 0) -> Path:
     import numpy as np
     import tensorflow as tf
 
-    from datatool.images import encode_jpeg
-    from datatool.sample import Box, Sample
-    from datatool.tfrecord import shard_name, to_example
+    from datatool.core.images import encode_jpeg
+    from datatool.core.sample import Box, Sample
+    from datatool.core.tfrecord import shard_name, to_example
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)

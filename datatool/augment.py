@@ -41,8 +41,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import DatatoolError, ImageError, OutputExistsError, RecipeError
-from .sample import Box, Sample
+from .core.errors import DatatoolError, ImageError, OutputExistsError, RecipeError
+from .core.sample import Box, Sample
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 ON_EMPTY = ("redraw", "negative")
@@ -433,8 +433,8 @@ def _resumed_row(task: _Task, rel: str, v: int, seed: int, n_in, opt: _Options, 
 
 def _process_unsafe(task: _Task) -> dict:
     from .formats.labelme import dumps_labelme
-    from .fsutil import write_bytes_atomic, write_text_atomic
-    from .images import sha256_bytes
+    from .core.fsutil import write_bytes_atomic, write_text_atomic
+    from .core.images import sha256_bytes
 
     opt: _Options = _STATE["options"]
     pipeline = _STATE["pipeline"]
@@ -579,7 +579,7 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
     variant is written last and marks it done); a non-empty `out` is refused without `overwrite`
     or `resume`. Unlabeled images are skipped; unreadable sources are reported in `errors`.
     """
-    from .fsutil import prepare_output_dir, read_record, write_record
+    from .core.fsutil import prepare_output_dir, read_record, write_record
 
     src, out = Path(src), Path(out)
     if factor < 0:
@@ -777,7 +777,7 @@ def _run_with_pool(tasks, recipe, options, pool_size: int, bar):
 
 
 def _write_manifest(path: Path, rows: list[dict]) -> Path:
-    from .fsutil import write_text_atomic
+    from .core.fsutil import write_text_atomic
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")

@@ -31,8 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
-from .errors import DatatoolError
-from .report import Issue
+from .core.errors import DatatoolError
+from .core.issues import Issue
 
 COMMENT_PREFIX = b"facekit:"
 DEFAULT_CAMERA_SIZE = (640, 480)
@@ -171,7 +171,7 @@ class FolderSource(Source):
     kind = "folder"
 
     def __init__(self, spec: str, *, issues: list[Issue]) -> None:
-        from .images import is_image
+        from .core.images import is_image
 
         super().__init__(spec)
         root = Path(spec)
@@ -186,8 +186,8 @@ class FolderSource(Source):
         self.issues = issues
 
     def frames(self) -> Iterator[Frame]:
-        from .errors import ImageError
-        from .images import load_rgb
+        from .core.errors import ImageError
+        from .core.images import load_rgb
 
         for k, path in enumerate(self.paths):
             try:
@@ -313,7 +313,7 @@ class _LazyFrame:
 
 def source_kind(spec: str) -> str:
     """'camera' (an index or /dev/video*), 'stream' (a URL), 'folder' or 'video' (a file)."""
-    from .images import is_image
+    from .core.images import is_image
 
     spec = str(spec)
     if spec.isdigit() or spec.startswith("/dev/video"):
@@ -390,7 +390,7 @@ def _fit_within(rgb, size: tuple[int, int] | None):
 def target_images_dir(root: Path) -> Path:
     """Where capture writes frames: `root/images`, or `root` itself if it is a bare image folder."""
     from .dataset import IMAGES
-    from .images import is_image
+    from .core.images import is_image
 
     root = Path(root)
     if root.is_dir() and not (root / IMAGES).exists() and any(p.is_file() and is_image(p) for p in root.iterdir()):
@@ -429,7 +429,7 @@ def _next_free(folder: Path, session: str, counter: int) -> tuple[Path, int]:
 
 
 def _record_session(root: Path, entry: dict) -> None:
-    from .fsutil import command_line, read_record, write_json_atomic, write_record
+    from .core.fsutil import command_line, read_record, write_json_atomic, write_record
 
     record = read_record(root)
     if record is None:
@@ -451,9 +451,9 @@ def capture(root: Path, *, source: str = "0", count: int = 150, interval: float 
     """
     from tqdm import tqdm
 
-    from .fsutil import write_bytes_atomic
-    from .images import encode_jpeg
-    from .qtview import open_preview
+    from .core.fsutil import write_bytes_atomic
+    from .core.images import encode_jpeg
+    from .core.qtview import open_preview
 
     if count < 0:
         raise DatatoolError(f"--count: expected 0 (no limit) or more, got {count}")
@@ -473,7 +473,7 @@ def capture(root: Path, *, source: str = "0", count: int = 150, interval: float 
         raise DatatoolError(f"{root}: not a folder (a dataset is a folder with images/ inside)")
     det = None
     if crop_faces:
-        from .detect import get_detector
+        from .core.detect import get_detector
 
         det = get_detector(detector)  # fail on a bad --detector before opening the camera
     issues: list[Issue] = []

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import AnnotationError, DatatoolError
-from .report import Issue, has_errors
-from .sample import Sample
+from .core.errors import AnnotationError, DatatoolError
+from .core.issues import Issue, has_errors
+from .core.sample import Sample
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def convert(src: Path, out: Path, *, src_format: str, dst_format: str, images: P
     result.faces = sum(len(s.boxes) for s in samples)
     result.negatives = sum(not s.boxes for s in samples)
 
-    from .fsutil import prepare_output_dir, write_record
+    from .core.fsutil import prepare_output_dir, write_record
 
     prepare_output_dir(out, overwrite=overwrite)
     writer.write(samples, out, overwrite=overwrite, progress_bar=progress_bar)
@@ -220,7 +220,7 @@ def merge(sources: list[Path], out: Path, *, overwrite: bool = False, command: s
     from .dataset import IMAGES, PEOPLE, images_dir, list_images, list_people
     from .formats._io import check_free, copy_image, progress
     from .formats.labelme import json_path_for, load_json
-    from .fsutil import prepare_output_dir, read_record, write_bytes_atomic, write_json_atomic, write_record
+    from .core.fsutil import prepare_output_dir, read_record, write_bytes_atomic, write_json_atomic, write_record
 
     sources, out = [Path(s) for s in sources], Path(out)
     if len(sources) < 1:

@@ -43,9 +43,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatatoolError, ImageError
-from .report import Issue
-from .sample import Box, Sample
+from .core.errors import DatatoolError, ImageError
+from .core.issues import Issue
+from .core.sample import Box, Sample
 
 GENERIC_LABELS = frozenset({"face", "faces", "head", "person", "people", "human"})
 DEFAULT_MARGIN = 0.2
@@ -238,9 +238,9 @@ def crop_dataset(root: Path, *, out: Path, person: str | None = None, label_as_p
 
     from .capture import stamp_jpeg
     from .dataset import load_dataset
-    from .fsutil import (command_line, prepare_output_dir, read_record, write_bytes_atomic, write_record,
-                         write_text_atomic)
-    from .images import encode_jpeg, load_rgb, sha256_file
+    from .core.fsutil import (command_line, prepare_output_dir, read_record, write_bytes_atomic, write_record,
+                              write_text_atomic)
+    from .core.images import encode_jpeg, load_rgb, sha256_file
 
     root, out = Path(root), Path(out)
     if person is not None and label_as_person:
@@ -368,8 +368,8 @@ def crop_sheet(result: CropResult, path: Path, *, per_person: int = 8, cell: int
     the name) at `path`; returns how many crops it shows."""
     import numpy as np
 
-    from .draw import contact_sheet, save_rgb
-    from .images import load_rgb
+    from .core.draw import contact_sheet, save_rgb
+    from .core.images import load_rgb
 
     by_person: dict[str, list[Path]] = {}
     for p in sorted(result.written):

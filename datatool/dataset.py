@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import AnnotationError, DatatoolError, ImageError
-from .images import image_size, is_image
-from .report import Issue
-from .sample import Sample
+from .core.errors import AnnotationError, DatatoolError, ImageError
+from .core.images import image_size, is_image
+from .core.issues import Issue
+from .core.sample import Sample
 
 IMAGES = "images"
 PEOPLE = "people"

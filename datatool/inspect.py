@@ -12,8 +12,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatatoolError
-from .tfrecord import SPLITS, list_shards
+from .core.errors import DatatoolError
+from .core.tfrecord import SPLITS, list_shards
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _check_graph(serialized):
     (graph code, used inside `tf.data.map`)."""
     import tensorflow as tf
 
-    from .tfrecord import decode_image, parse_example
+    from .core.tfrecord import decode_image, parse_example
 
     p = parse_example(serialized)
     img = decode_image(p["encoded"])
@@ -211,7 +211,7 @@ def read_records(tfdir: Path, *, split: str | None = None):
     """Yield `(split, parsed_dict, rgb_uint8)` for every record, decoded with the schema via tf.data."""
     import tensorflow as tf
 
-    from .tfrecord import decode_image, parse_example
+    from .core.tfrecord import decode_image, parse_example
 
     for name in ([split] if split else SPLITS):
         files = [str(p) for p in list_shards(Path(tfdir), name)]
@@ -232,8 +232,8 @@ def draw_tfrecord_grid(tfdir: Path, path: Path, *, n: int = 16, seed: int = 0, c
     import numpy as np
     import tensorflow as tf
 
-    from .draw import contact_sheet, draw_boxes, save_rgb
-    from .tfrecord import decode_image, parse_example
+    from .core.draw import contact_sheet, draw_boxes, save_rgb
+    from .core.tfrecord import decode_image, parse_example
 
     tfdir = Path(tfdir)
     rng = np.random.default_rng(seed)

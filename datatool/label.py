@@ -24,8 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatatoolError, ImageError, OutputExistsError
-from .report import Issue
+from .core.errors import DatatoolError, ImageError, OutputExistsError
+from .core.issues import Issue
 
 LABELME_INSTALL = "pip install labelme==6.3.1  (PyQt5 comes with it)"
 
@@ -80,7 +80,7 @@ def prelabel(root: Path, *, detector="haar", labels=("face",), min_score: float 
     from tqdm import tqdm
 
     from .dataset import list_images
-    from .detect import Detector, get_detector
+    from .core.detect import Detector, get_detector
     from .formats.labelme import json_path_for
 
     label = _labels_list(labels)[0]
@@ -106,8 +106,8 @@ def _prelabel_one(img: Path, det, *, label: str, min_score: float, write_empty: 
                   result: PrelabelResult) -> None:
     from .capture import capture_info
     from .formats.labelme import json_path_for, write_labelme
-    from .images import load_rgb
-    from .sample import Box, Sample
+    from .core.images import load_rgb
+    from .core.sample import Box, Sample
 
     try:
         rgb = load_rgb(img)
@@ -166,7 +166,7 @@ def format_command(cmd: list[str]) -> str:
 
 def check_can_launch(*, require_display: bool = True) -> None:
     """Raise a clear `DatatoolError` if labelme is missing or there is no display to show it on."""
-    from .qtview import display_available
+    from .core.qtview import display_available
 
     fallback = ("`datatool prelabel DATASET` and `datatool label DATASET --dry-run` still work "
                 "without it.")

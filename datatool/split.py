@@ -48,13 +48,13 @@ from pathlib import Path
 from typing import Sequence
 
 from .dataset import image_key, list_people, load_dataset
-from .errors import DatatoolError, ImageError
-from .fsutil import (atomic_path, command_line, prepare_output_dir, read_record, write_record,
-                     write_text_atomic)
-from .images import sha256_bytes
-from .report import Issue
-from .sample import Sample
-from .tfrecord import SHARD_RE, SPLITS, shard_name
+from .core.errors import DatatoolError, ImageError
+from .core.fsutil import (atomic_path, command_line, prepare_output_dir, read_record, write_record,
+                          write_text_atomic)
+from .core.images import sha256_bytes
+from .core.issues import Issue
+from .core.sample import Sample
+from .core.tfrecord import SHARD_RE, SPLITS, shard_name
 
 TASKS = ("detection", "identity")
 GROUP_BY = ("group", "session")
@@ -276,7 +276,7 @@ def probe_image(data: bytes, *, name: str = "<bytes>") -> ImageProbe:
     """Read an image's header (no pixel decoding) from its bytes."""
     from PIL import Image
 
-    from .images import MAX_PIXELS
+    from .core.images import MAX_PIXELS
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
@@ -310,7 +310,7 @@ def prepare_image(path: Path, *, max_side: int | None = None, probe: ImageProbe 
     """
     from PIL import Image, ImageOps
 
-    from .images import MAX_PIXELS, encode_jpeg
+    from .core.images import MAX_PIXELS, encode_jpeg
 
     path = Path(path)
     try:
@@ -494,7 +494,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
     import tensorflow as tf
     from tqdm import tqdm
 
-    from . import tfrecord
+    from .core import tfrecord
 
     out = Path(out)
     root, task, per_split, label_map, names = plan.root, plan.task, plan.per_split, plan.label_map, plan.names

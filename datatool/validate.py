@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .dataset import PEOPLE, images_dir, list_images, list_people, load_dataset
-from .errors import AnnotationError, DatatoolError, ImageError
-from .fsutil import RECORD_NAME, write_bytes_atomic, write_json_atomic
-from .images import exif_orientation, image_info, is_image, load_rgb, sha256_file
-from .report import SEVERITIES, Issue
-from .sample import Box, Sample
+from .core.errors import AnnotationError, DatatoolError, ImageError
+from .core.fsutil import RECORD_NAME, write_bytes_atomic, write_json_atomic
+from .core.images import exif_orientation, image_info, is_image, load_rgb, sha256_file
+from .core.issues import SEVERITIES, Issue
+from .core.sample import Box, Sample
 
 DEFAULT_MIN_FACE = 10.0  # pixels; WIDER FACE's "hard" faces start around this size
 DEFAULT_IMBALANCE = 3.0  # largest / smallest number of crops per person before a warning
@@ -626,7 +626,7 @@ def validate(root: Path, *, format: str = "labelme", images: Path | None = None,
 def problem_sheet(report: Report, path: Path, *, limit: int = 36, cell: int = 256) -> int:
     """Draw the images that have errors or warnings (errors first) with their boxes and first issue
     on one contact sheet at `path`; returns how many were drawn (nothing is written when none)."""
-    from .draw import contact_sheet, draw_boxes, save_rgb
+    from .core.draw import contact_sheet, draw_boxes, save_rgb
 
     by_file: dict[str, Sample] = {}
     for s in report.samples:

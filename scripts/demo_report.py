@@ -34,8 +34,8 @@ def fmt(v, digits: int = 3) -> str:
 def heldout_sheet(out: Path, heldout: Path, predictions_csv: Path, threshold: float) -> tuple[Path | None, list[dict]]:
     """Held-out images with the true box (green) and the model's box (orange, with its score)."""
     from datatool.dataset import load_dataset
-    from datatool.draw import contact_sheet, draw_boxes, save_rgb
-    from datatool.images import load_rgb
+    from datatool.core.draw import contact_sheet, draw_boxes, save_rgb
+    from datatool.core.images import load_rgb
 
     if not predictions_csv.is_file():
         return None, []

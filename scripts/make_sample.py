@@ -113,7 +113,7 @@ PEOPLE_SIZE = 112
 
 def load_sources() -> dict:
     """The skimage images used, as uint8 arrays (faces grey 25x25, the rest RGB)."""
-    from datatool.errors import DatatoolError
+    from datatool.core.errors import DatatoolError
 
     try:
         import skimage.data as skd
@@ -340,8 +340,8 @@ def wider_text(records: list[dict], event: str) -> str:
 
 
 def write_jpeg(path: Path, rgb, written: list) -> None:
-    from datatool.fsutil import write_bytes_atomic
-    from datatool.images import encode_jpeg
+    from datatool.core.fsutil import write_bytes_atomic
+    from datatool.core.images import encode_jpeg
 
     write_bytes_atomic(path, encode_jpeg(rgb, quality=JPEG_QUALITY))
     written.append(path)
@@ -350,8 +350,8 @@ def write_jpeg(path: Path, rgb, written: list) -> None:
 def write_heldout(out: Path, records: list[dict], written: list) -> None:
     """Held-out set as a labelme dataset root: images/NAME.jpg with NAME.json beside it."""
     from datatool.formats.labelme import write_labelme
-    from datatool.images import sha256_file
-    from datatool.sample import Box, Sample
+    from datatool.core.images import sha256_file
+    from datatool.core.sample import Box, Sample
 
     for r in records:
         img = out / "heldout" / "images" / r["name"]
@@ -421,8 +421,8 @@ def make_video(path: Path, *, overwrite: bool = False) -> list[dict]:
     """
     import cv2
 
-    from datatool.errors import DatatoolError, OutputExistsError
-    from datatool.fsutil import write_text_atomic
+    from datatool.core.errors import DatatoolError, OutputExistsError
+    from datatool.core.fsutil import write_text_atomic
 
     path = Path(path)
     if path.suffix.lower() != ".avi":
@@ -556,7 +556,7 @@ def _strip(records: list[dict]) -> list[dict]:
 
 def make_sample(out: Path, *, overwrite: bool = False) -> dict:
     """Write the whole sample under `out`; returns the manifest (also written as manifest.json)."""
-    from datatool.fsutil import prepare_output_dir, write_json_atomic, write_text_atomic
+    from datatool.core.fsutil import prepare_output_dir, write_json_atomic, write_text_atomic
 
     out = prepare_output_dir(Path(out), overwrite=overwrite)
     previous = _previous_outputs(out)
@@ -611,7 +611,7 @@ def make_more(out: Path, n_images: int, *, overwrite: bool = False) -> list[dict
     Only the training face crops are used (held-out faces never appear), on an RNG stream of its
     own, so the committed sample does not change. Returns the records (without pixels).
     """
-    from datatool.fsutil import prepare_output_dir, write_text_atomic
+    from datatool.core.fsutil import prepare_output_dir, write_text_atomic
 
     out = prepare_output_dir(Path(out), overwrite=overwrite)
     parts = partition()
@@ -670,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
     args = ap.parse_args(argv)
 
-    from datatool.errors import DatatoolError
+    from datatool.core.errors import DatatoolError
 
     try:
         if args.video:

@@ -16,10 +16,10 @@ from conftest import write_image, write_labelme_json
 from datatool.augment import (MANIFEST_COLUMNS, augment_dataset, augment_image, build_pipeline, list_recipes,
                               load_recipe, read_manifest, variant_seed)
 from datatool.cli import cli
-from datatool.errors import DatatoolError, OutputExistsError, RecipeError
+from datatool.core.errors import DatatoolError, OutputExistsError, RecipeError
 from datatool.formats.labelme import read_labelme
-from datatool.images import sha256_file
-from datatool.sample import Box
+from datatool.core.images import sha256_file
+from datatool.core.sample import Box
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "files" / "recipes" / "golden.yaml"
@@ -305,7 +305,7 @@ def test_recipe_hash_ignores_formatting_but_not_parameters(tmp_path):
 
 
 def test_resume_after_an_interruption_finishes_only_what_is_missing(tiny_dataset, tmp_path, monkeypatch):
-    import datatool.fsutil as fsutil
+    import datatool.core.fsutil as fsutil
 
     clean = augment_dataset(tiny_dataset, out=tmp_path / "clean", recipe="default", factor=3, workers=1)
     real, calls = fsutil.write_text_atomic, []

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from datatool.capture import (Schedule, capture, capture_info, crop_face, parse_size, session_of, stamp_jpeg,
                               target_images_dir)
 from datatool.cli import cli
-from datatool.errors import DatatoolError
-from datatool.sample import Box
+from datatool.core.errors import DatatoolError
+from datatool.core.sample import Box
 from tests.conftest import write_image
 
 NAME = re.compile(r"^(\d{8}-\d{6}-[0-9a-f]{4})_(\d{4})\.jpg$")
@@ -102,7 +102,7 @@ def test_names_and_session_stamp(tmp_path, clip):
 def test_frames_follow_the_video(tmp_path, clip):
     # at 10 fps and 0.5 s, saved frame k is video frame 5k, whose grey level is 10k
     result = capture(tmp_path / "ds", source=str(clip), count=4, interval=0.5, progress=False)
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     levels = [float(load_rgb(p).mean()) for p in result.written]
     assert levels == pytest.approx([0, 10, 20, 30], abs=3)
@@ -136,7 +136,7 @@ def test_folder_source_in_sorted_order_skipping_corrupt(tmp_path):
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     (src / "notes.txt").write_text("ignored")
     result = capture(tmp_path / "ds", source=str(src), count=0, progress=False)
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     assert [round(float(load_rgb(p).mean()) / 50) for p in result.written] == [1, 2, 3]  # a, b, c/d
     assert [i.file for i in result.issues] == [str(src / "broken.jpg")]
@@ -145,7 +145,7 @@ def test_folder_source_in_sorted_order_skipping_corrupt(tmp_path):
 def test_size_shrinks_file_sources_keeping_aspect(tmp_path):
     write_image(tmp_path / "src" / "big.png", 200, 100)
     result = capture(tmp_path / "ds", source=str(tmp_path / "src"), size=(50, 50), progress=False)
-    from datatool.images import image_size
+    from datatool.core.images import image_size
 
     assert image_size(result.written[0]) == (50, 25)
 
@@ -183,8 +183,8 @@ def test_crop_faces_from_a_real_photo(tmp_path):
     """The astronaut photo and a noise image: one crop saved, one frame skipped."""
     from skimage import data
 
-    from datatool.detect import get_detector
-    from datatool.images import load_rgb
+    from datatool.core.detect import get_detector
+    from datatool.core.images import load_rgb
 
     src = tmp_path / "src"
     src.mkdir()
@@ -218,7 +218,7 @@ def test_crop_face_is_square_and_inside(box, shape, margin, size):
 
 
 def test_ctrl_c_keeps_written_frames_and_no_partial_file(tmp_path, clip, monkeypatch):
-    import datatool.fsutil as fsutil
+    import datatool.core.fsutil as fsutil
 
     real = fsutil.write_bytes_atomic
     calls = []
@@ -248,7 +248,7 @@ def test_capture_into_a_bare_image_folder_writes_beside_its_images(tmp_path):
 # ---------------------------------------------------------------- the session stamp
 
 def test_stamp_round_trip_keeps_pixels(tmp_path):
-    from datatool.images import decode_rgb, encode_jpeg
+    from datatool.core.images import decode_rgb, encode_jpeg
 
     rgb = np.random.default_rng(1).integers(0, 255, (16, 24, 3), dtype=np.uint8)
     plain = encode_jpeg(rgb)
@@ -265,7 +265,7 @@ def test_stamp_round_trip_keeps_pixels(tmp_path):
     "missing",  # no file at all
 ])
 def test_capture_info_is_none_when_not_stamped(tmp_path, content):
-    from datatool.images import encode_jpeg
+    from datatool.core.images import encode_jpeg
 
     path = tmp_path / "x.jpg"
     if content == "plain-jpeg":
@@ -303,13 +303,13 @@ def test_parse_size_rejects(text):
     ({"QT_QPA_PLATFORM": "minimal"}, "darwin", False),
 ])
 def test_display_available(env, platform, expected):
-    from datatool.qtview import display_available
+    from datatool.core.qtview import display_available
 
     assert display_available(env, platform) is expected
 
 
 def test_preview_window_shows_frames_offscreen():
-    from datatool.qtview import PreviewWindow
+    from datatool.core.qtview import PreviewWindow
 
     with PreviewWindow("test", max_side=100) as win:
         assert win.poll()
@@ -320,7 +320,7 @@ def test_preview_window_shows_frames_offscreen():
 
 
 def test_open_preview_headless_is_off_not_a_crash():
-    from datatool.qtview import open_preview
+    from datatool.core.qtview import open_preview
 
     window, reason = open_preview(True)  # QT_QPA_PLATFORM=offscreen in tests
     assert window is None and "no display" in reason
@@ -328,7 +328,7 @@ def test_open_preview_headless_is_off_not_a_crash():
 
 def test_capture_with_a_preview_window(tmp_path, clip, monkeypatch):
     # pretend a display exists: the real Qt window runs on the offscreen platform
-    import datatool.qtview as qtview
+    import datatool.core.qtview as qtview
 
     monkeypatch.setattr(qtview, "display_available", lambda *a, **k: True)
     result = capture(tmp_path / "ds", source=str(clip), count=3, preview=True, progress=False)

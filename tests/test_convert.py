@@ -13,9 +13,9 @@ from conftest import write_image, write_labelme_json
 from datatool.cli import cli
 from datatool.convert import FaceFilter, ReadErrors, convert, merge, merge_prefixes
 from datatool.dataset import load_dataset
-from datatool.errors import DatatoolError
-from datatool.fsutil import read_record
-from datatool.sample import Box
+from datatool.core.errors import DatatoolError
+from datatool.core.fsutil import read_record
+from datatool.core.sample import Box
 
 FILES = Path(__file__).parent / "files" / "wider"
 GT = FILES / "wider_face_val_bbx_gt.txt"

@@ -15,9 +15,9 @@ from conftest import write_image, write_labelme_json
 from datatool.capture import capture_info
 from datatool.cli import cli
 from datatool.crop import crop_dataset, face_square, person_name_problem, plan_crops
-from datatool.errors import DatatoolError
-from datatool.images import load_rgb, sha256_file
-from datatool.sample import Box, Sample
+from datatool.core.errors import DatatoolError
+from datatool.core.images import load_rgb, sha256_file
+from datatool.core.sample import Box, Sample
 
 ASTRONAUT_FACE = (180, 78, 268, 180)  # Eileen Collins' face in skimage.data.astronaut(), 512x512
 
@@ -145,7 +145,7 @@ def test_plan_names_flatten_subfolders_and_keep_stems_apart():
 # --------------------------------------------------------------------------- real crops
 
 def test_astronaut_crop_has_requested_size_and_a_face(astronaut_ds, tmp_path):
-    from datatool.detect import get_detector
+    from datatool.core.detect import get_detector
 
     out = tmp_path / "out"
     result = run(astronaut_ds, "--out", out, "--person", "eileen", "--size", "128")
@@ -263,7 +263,7 @@ def test_json_size_disagreeing_with_image_is_skipped(two_people, tmp_path):
 
 
 def test_ctrl_c_keeps_whole_crops_only(two_people, tmp_path, monkeypatch):
-    import datatool.images
+    import datatool.core.images
 
     real, calls = datatool.images.encode_jpeg, []
 

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from datatool.detect import Detection, HaarDetector, RunDetector, get_detector
-from datatool.errors import DatatoolError
-from datatool.sample import Box
+from datatool.core.detect import Detection, HaarDetector, RunDetector, get_detector
+from datatool.core.errors import DatatoolError
+from datatool.core.sample import Box
 
 # Eileen Collins in skimage.data.astronaut() (512x512), measured by eye on a 4x enlarged crop
 # with a 10-pixel grid: cheek to cheek x 180..268, hairline to chin y 78..180.

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import write_image, write_labelme_json
-from datatool.errors import AnnotationError, DatatoolError
+from datatool.core.errors import AnnotationError, DatatoolError
 from datatool.formats import labelme as lm
-from datatool.sample import Box, Sample
+from datatool.core.sample import Box, Sample
 
 
 def _labelme_shape(points, *, label="face", shape_type="rectangle", group_id=None, description="", flags=None):

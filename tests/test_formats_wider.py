@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from conftest import write_image
-from datatool.errors import AnnotationError, DatatoolError
+from datatool.core.errors import AnnotationError, DatatoolError
 from datatool.formats import wider
-from datatool.sample import Box, Sample
+from datatool.core.sample import Box, Sample
 
 FILES = Path(__file__).parent / "files" / "wider"
 GT = FILES / "wider_face_val_bbx_gt.txt"

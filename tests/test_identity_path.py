@@ -80,7 +80,7 @@ def invoke(*args):
 def test_labelled_photos_to_identity_tfrecords(tmp_path):
     import tensorflow as tf
 
-    from datatool.tfrecord import SPLITS, decode_image, list_shards, parse_example
+    from datatool.core.tfrecord import SPLITS, decode_image, list_shards, parse_example
 
     shas = write_photos(tmp_path / "photos")
     faces, tfdir = tmp_path / "faces", tmp_path / "tf"

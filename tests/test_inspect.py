@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import write_image
 from datatool.inspect import draw_tfrecord_grid, inspect_tfrecords
-from datatool.tfrecord import SPLITS, shard_name
+from datatool.core.tfrecord import SPLITS, shard_name
 
 
 def write_shard(path: Path, records: list[dict], tmp_path: Path) -> Path:
@@ -20,9 +20,9 @@ def write_shard(path: Path, records: list[dict], tmp_path: Path) -> Path:
     `encoded` bytes (default: a real JPEG) or `claim` (width, height) to lie about the size."""
     import tensorflow as tf
 
-    from datatool.images import encode_jpeg, load_rgb
-    from datatool.sample import Box, Sample
-    from datatool.tfrecord import to_example
+    from datatool.core.images import encode_jpeg, load_rgb
+    from datatool.core.sample import Box, Sample
+    from datatool.core.tfrecord import to_example
 
     img = write_image(tmp_path / "src.jpg", 32, 24)
     jpeg = encode_jpeg(load_rgb(img))
@@ -121,7 +121,7 @@ def test_a_group_in_two_splits_is_a_leak(tmp_path):
 
 
 def test_grid_draws_boxes_decoded_from_the_records(tmp_path):
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     tfdir = tmp_path / "tf"
     tfdir.mkdir()

@@ -122,7 +122,7 @@ def test_prelabel_cli_unknown_detector(photo_dataset):
 
 
 def test_prelabel_ctrl_c_keeps_finished_jsons(photo_dataset):
-    from datatool.detect import HaarDetector
+    from datatool.core.detect import HaarDetector
 
     class InterruptedOnSecondImage(HaarDetector):
         calls = 0

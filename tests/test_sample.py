@@ -2,7 +2,7 @@
 
 import pytest
 
-from datatool.sample import Box, Sample
+from datatool.core.sample import Box, Sample
 
 
 @pytest.mark.parametrize("corners,expected", [

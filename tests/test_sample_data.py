@@ -94,7 +94,7 @@ def test_generator_is_byte_deterministic(ms, fresh, tmp_path):
 
 def test_committed_sample_is_what_the_script_makes(fresh):
     from datatool.formats.labelme import read_labelme
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     made, committed = _files(fresh), _files(SAMPLE)
     committed.pop("README.md", None)
@@ -111,7 +111,7 @@ def test_committed_sample_is_what_the_script_makes(fresh):
 
 
 def test_committed_wider_file_parses_and_boxes_lie_inside(manifest):
-    from datatool.images import image_size
+    from datatool.core.images import image_size
 
     entries = parse_wider((SAMPLE / "wider" / "wider_face_sample_bbx_gt.txt").read_text())
     assert len(entries) == len(manifest["wider"]["records"]) >= 30
@@ -161,7 +161,7 @@ def test_lfw_boxes_sit_on_the_pasted_face(manifest):
     box is flat in chroma; a box shifted off its face would cover background instead."""
     import cv2
 
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     for r in manifest["wider"]["records"]:
         faces = [f for f in r["faces"] if f["crop"].startswith("lfw_face:")]
@@ -178,7 +178,7 @@ def test_lfw_boxes_sit_on_the_pasted_face(manifest):
 def test_haar_finds_the_astronaut_where_her_box_is(manifest):
     import cv2
 
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     recs = [r for r in manifest["wider"]["records"] if any(f["crop"] == "astronaut" for f in r["faces"])]
@@ -216,7 +216,7 @@ def test_video_stands_in_for_a_webcam(ms, tmp_path):
 
 
 def test_video_refuses_to_replace_an_existing_clip(ms, tmp_path):
-    from datatool.errors import OutputExistsError
+    from datatool.core.errors import OutputExistsError
 
     clip = tmp_path / "webcam.avi"
     clip.write_bytes(b"mine")
@@ -228,7 +228,7 @@ def test_video_refuses_to_replace_an_existing_clip(ms, tmp_path):
 def test_rerun_needs_overwrite_and_removes_only_its_own_stale_files(ms, fresh, tmp_path):
     import shutil
 
-    from datatool.errors import OutputExistsError
+    from datatool.core.errors import OutputExistsError
 
     out = tmp_path / "s"
     shutil.copytree(fresh, out)

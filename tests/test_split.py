@@ -12,16 +12,16 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import make_face_dataset, write_image, write_labelme_json
-from datatool.errors import DatatoolError, ImageError, OutputExistsError
+from datatool.core.errors import DatatoolError, ImageError, OutputExistsError
 from datatool.split import assign_splits, parse_ratios, split
-from datatool.tfrecord import SPLITS, list_shards
+from datatool.core.tfrecord import SPLITS, list_shards
 
 
 def read_back(tfdir: Path) -> dict[str, list[dict]]:
     """Every record of every split, parsed through the schema with tf.data (numpy values)."""
     import tensorflow as tf
 
-    from datatool.tfrecord import decode_image, parse_example
+    from datatool.core.tfrecord import decode_image, parse_example
 
     out = {}
     for name in SPLITS:
@@ -218,7 +218,7 @@ def _write_exif_rotated(path: Path, box, *, width=64, height=48):
     (32, "jpg"),  # rotation and downscale: boxes are normalized so they carry over
 ])
 def test_exif_rotated_photo_gets_its_box_on_the_face_after_tf_decode(tmp_path, max_side, fmt):
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     images = tmp_path / "ds" / "images"
     images.mkdir(parents=True)
@@ -265,9 +265,9 @@ def test_jpeg_passthrough_only_when_nothing_changes(tmp_path, fmt, max_side, pas
 def test_round_trip_sample_example_tfdata_same_boxes(tmp_path, boxes):
     import tensorflow as tf
 
-    from datatool.images import encode_jpeg, load_rgb
-    from datatool.sample import Box, Sample
-    from datatool.tfrecord import parse_example, to_example
+    from datatool.core.images import encode_jpeg, load_rgb
+    from datatool.core.sample import Box, Sample
+    from datatool.core.tfrecord import parse_example, to_example
 
     img = write_image(tmp_path / "a.jpg", 64, 48)
     sample = Sample(image_path=img, width=64, height=48, boxes=tuple(Box(*b) for b in boxes), image_id="x/a.jpg",

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import make_people_dataset, write_image, write_labelme_json
-from datatool.errors import DatatoolError
+from datatool.core.errors import DatatoolError
 from datatool.stats import PLOTS, dataset_stats, format_table, public, save_plots
 
 
@@ -50,7 +50,7 @@ def test_table_names_the_numbers(tiny_dataset):
 
 
 def test_plots_are_png_files_that_decode(tiny_dataset, tmp_path):
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     written = save_plots(dataset_stats(tiny_dataset), tmp_path / "plots")
     assert sorted(p.name for p in written) == sorted(p for p in PLOTS if p != "people.png")

@@ -147,7 +147,7 @@ def test_identity_model_is_preprocess_backbone_and_a_separate_head():
 
 
 def test_a_recognizer_needs_two_people():
-    from datatool.errors import DatatoolError
+    from datatool.core.errors import DatatoolError
     from trainer.identity import build_identity_model
 
     with pytest.raises(DatatoolError, match="at least two"):
@@ -182,7 +182,7 @@ def test_short_fit_names_held_out_people_and_the_confusion_matrix_sums_to_the_sp
 def test_predict_names_face_crops_and_says_unknown_below_the_threshold(identity_run, identity_tfrecords, tmp_path):
     from conftest import write_image
     from trainer.identity import Recognizer
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     people = _people_dir(identity_tfrecords)
     held_out = [people.parent / i for i, s in _split_of(identity_tfrecords).items() if s == "test"]
@@ -211,9 +211,9 @@ def test_predict_with_a_detector_crops_every_face_found_and_writes_the_names_on_
     from skimage import data
 
     from datatool.crop import cut_face
-    from datatool.detect import get_detector
-    from datatool.draw import save_rgb
-    from datatool.images import load_rgb
+    from datatool.core.detect import get_detector
+    from datatool.core.draw import save_rgb
+    from datatool.core.images import load_rgb
     from trainer.identity import find_faces
 
     photo = tmp_path / "in" / "astronaut.jpg"

@@ -8,13 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from datatool.errors import DatatoolError
+from datatool.core.errors import DatatoolError
 
 
 def _records(tfdir, split):
     import tensorflow as tf
 
-    from datatool.tfrecord import list_shards, parse_example
+    from datatool.core.tfrecord import list_shards, parse_example
 
     return [parse_example(r) for r in tf.data.TFRecordDataset([str(p) for p in list_shards(tfdir, split)])]
 

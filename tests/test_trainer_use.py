@@ -74,7 +74,7 @@ def test_predict_annotates_images_folders_and_videos(trained_run, tmp_path):
     assert annotated == ["annotated/in/sub/p0.jpg", "annotated/in/sub/p1.jpg", "annotated/in/sub/p2.jpg",
                          "annotated/one.jpg"]
     # threshold 0: every image counts as a face, so each copy has a box drawn on it
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     assert not np.array_equal(load_rgb(out / "annotated" / "one.jpg")[:, :, 1], load_rgb(single)[:, :, 1])
     cap = cv2.VideoCapture(str(out / "clip.annotated.mp4"))

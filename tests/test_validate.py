@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from conftest import write_image, write_labelme_json
 from datatool.cli import cli
-from datatool.images import sha256_file
+from datatool.core.images import sha256_file
 from datatool.validate import validate
 
 W, H = 64, 48
@@ -431,7 +431,7 @@ def test_fix_leaves_an_exif_frame_mismatch_alone(tmp_path):
 def test_other_formats_are_checked_through_their_reader(tmp_path, fmt):
     # the clean set written in `fmt` with a 4 px wide face and a truncated image
     from datatool.formats import FORMATS
-    from datatool.sample import Box
+    from datatool.core.sample import Box
 
     samples = FORMATS["labelme"].read(clean_dataset(tmp_path / "ds"))
     samples = [s.replace(boxes=(Box(5, 5, 9, 30),)) if s.image_id == "face_0.jpg" else s for s in samples]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from datatool.clikit import CONTEXT, FacekitGroup
+from datatool.core.clikit import CONTEXT, FacekitGroup
 
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing output files (never deletes inputs).")
 # The same `--detector` as `datatool` (datatool.cli._common.detector_option); defined here because

@@ -14,9 +14,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from datatool.errors import DatatoolError
-from datatool.fsutil import read_record
-from datatool.tfrecord import SPLITS, decode_image, list_shards, parse_example
+from datatool.core.errors import DatatoolError
+from datatool.core.fsutil import read_record
+from datatool.core.tfrecord import SPLITS, decode_image, list_shards, parse_example
 
 TASKS = ("detection", "identity")
 NO_BOX = (-1.0, -1.0, -1.0, -1.0)

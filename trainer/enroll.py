@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datatool.errors import DatatoolError, OutputExistsError
+from datatool.core.errors import DatatoolError, OutputExistsError
 
 STORE = "enrolled.npz"
 EMBEDDING = "backbone-gap-l2"
@@ -57,7 +57,7 @@ def store_path(run: Path) -> Path:
 
 
 def model_sha256(run: Path) -> str:
-    from datatool.images import sha256_file
+    from datatool.core.images import sha256_file
 
     path = Path(run) / "model.keras"
     if not path.is_file():
@@ -88,7 +88,7 @@ def load_enrolled(run: Path, *, model_path: Path | None = None) -> Enrolled | No
 
 def save_enrolled(run: Path, store: Enrolled) -> Path:
     """Write the whole store atomically (temporary name, then rename)."""
-    from datatool.fsutil import write_bytes_atomic
+    from datatool.core.fsutil import write_bytes_atomic
 
     buf = io.BytesIO()
     np.savez(buf, names=store.names.astype(str), embeddings=store.embeddings.astype(np.float32),
@@ -161,7 +161,7 @@ def face_crops(paths, *, detector=None, margin: float, size: int, skipped: list[
     said in `skipped`, as a corrupt file is."""
     from tqdm import tqdm
 
-    from datatool.images import load_rgb
+    from datatool.core.images import load_rgb
 
     from .identity import find_faces
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datatool.errors import DatatoolError
-from datatool.fsutil import write_json_atomic
+from datatool.core.errors import DatatoolError
+from datatool.core.fsutil import write_json_atomic
 
 from . import data as tdata
 from . import metrics as M
@@ -69,7 +69,7 @@ def plot_pr(metrics: dict, pred: dict, path: Path, *, title: str) -> None:
     import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve
 
-    from datatool.fsutil import atomic_path
+    from datatool.core.fsutil import atomic_path
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.4))
     rec, prec = metrics["_pr50"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datatool.errors import DatatoolError, OutputExistsError
+from datatool.core.errors import DatatoolError, OutputExistsError
 
 FORMATS = ("saved_model", "tflite")
 

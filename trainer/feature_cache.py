@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datatool.errors import DatatoolError
+from datatool.core.errors import DatatoolError
 
 FORMAT = 1
 CACHE_DIR = "feature_cache"

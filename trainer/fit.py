@@ -28,8 +28,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from datatool.errors import DatatoolError, OutputExistsError
-from datatool.fsutil import command_line, prepare_output_dir, versions, write_json_atomic
+from datatool.core.errors import DatatoolError, OutputExistsError
+from datatool.core.fsutil import command_line, prepare_output_dir, versions, write_json_atomic
 
 from . import data as tdata
 from .models import DEFAULT_FINE_TUNE_LAYERS
@@ -494,7 +494,7 @@ def plot_curves(history: list[dict], path: Path, *, phase_ends=(), panels=None) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from datatool.fsutil import atomic_path
+    from datatool.core.fsutil import atomic_path
 
     panels = panels or [("loss", "total loss"), ("presence_loss", "presence loss (BCE)"), ("box_loss", "box loss"),
                         ("presence_auc", "presence AUC"), ("presence_accuracy", "presence accuracy"),

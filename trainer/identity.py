@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datatool.errors import DatatoolError
+from datatool.core.errors import DatatoolError
 
 OUTPUT = "identity"
 UNKNOWN = "unknown"
@@ -182,7 +182,7 @@ def plot_confusion(metrics: dict, path: Path, *, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from datatool.fsutil import atomic_path
+    from datatool.core.fsutil import atomic_path
 
     m = np.asarray(metrics["confusion_matrix"])
     labels = metrics["labels"]
@@ -241,7 +241,7 @@ def evaluate_identity(run: Path, tfdir: Path, *, model, config: dict, split: str
                       threshold: float = 0.5, out: Path | None = None, batch_size: int = 32) -> dict:
     """A recognizer on one split: `identity_metrics` -> `metrics.json` + `confusion_matrix.png`
     in `out` (default RUN). Called by `trainer.evaluate.evaluate` for identity runs."""
-    from datatool.fsutil import write_json_atomic
+    from datatool.core.fsutil import write_json_atomic
 
     from . import data as tdata
 
@@ -375,7 +375,7 @@ def annotate(rgb, faces, answers, *, min_side: int = 240):
     than `min_side` (face crops) are enlarged first so the name stays readable."""
     import cv2
 
-    from datatool.draw import draw_boxes
+    from datatool.core.draw import draw_boxes
 
     h, w = rgb.shape[:2]
     k = max(1, -(-min_side // max(1, min(h, w))))
@@ -406,7 +406,7 @@ def open_detector(spec: str | None, *, run: Path):
         spec = DEFAULT_DETECTOR
     if str(spec).strip().lower() == "none":
         return None
-    from datatool.detect import get_detector
+    from datatool.core.detect import get_detector
 
     if Path(spec).expanduser().resolve() == Path(run).resolve():
         raise DatatoolError(f"--detector {spec}: that is the recognizer itself; give a face detector "
@@ -426,9 +426,9 @@ def predict_identity_paths(run: Path, inputs, *, out: Path, threshold: float = 0
     from tqdm import tqdm
 
     from datatool.crop import DEFAULT_MARGIN
-    from datatool.draw import save_rgb
-    from datatool.fsutil import prepare_output_dir, write_text_atomic
-    from datatool.images import load_rgb
+    from datatool.core.draw import save_rgb
+    from datatool.core.fsutil import prepare_output_dir, write_text_atomic
+    from datatool.core.images import load_rgb
 
     from .predict import collect_inputs
 

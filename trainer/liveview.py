@@ -10,7 +10,7 @@ import sys
 def display_available() -> bool:
     """A GUI platform and, on Linux, a display server (`QT_QPA_PLATFORM=offscreen` counts as none)."""
     try:
-        from datatool.qtview import display_available as qt_display_available
+        from datatool.core.qtview import display_available as qt_display_available
     except ImportError:  # pragma: no cover - the same rule, should datatool's preview be absent
         qpa = (os.environ.get("QT_QPA_PLATFORM") or "").split(":")[0].lower()
         if qpa in ("offscreen", "minimal", "vnc"):
@@ -23,7 +23,7 @@ def display_available() -> bool:
 
 def open_window(title: str):
     """A window with `show(rgb, corner=text)`, `poll() -> keep going` (False after Q/Esc/close), `close()`."""
-    from datatool.qtview import PreviewWindow
+    from datatool.core.qtview import PreviewWindow
 
     return PreviewWindow(title)
 
@@ -34,7 +34,7 @@ NO_DISPLAY = ("no display: the live window needs a desktop session (DISPLAY or W
 
 def require_display(instead: str) -> None:
     """Fail fast, before any model loads, when no window can be shown; `instead` says what to do."""
-    from datatool.errors import DatatoolError
+    from datatool.core.errors import DatatoolError
 
     if not display_available():
         raise DatatoolError(f"{NO_DISPLAY}; {instead}")
@@ -48,7 +48,7 @@ def run(source: str, title: str, step, *, max_frames: int | None = None) -> dict
     import cv2
     import numpy as np
 
-    from datatool.errors import DatatoolError
+    from datatool.core.errors import DatatoolError
 
     cap = cv2.VideoCapture(int(source) if str(source).isdigit() else str(source))
     if not cap.isOpened():

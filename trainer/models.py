@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from datatool.errors import DatatoolError
+from datatool.core.errors import DatatoolError
 
 from .weights import BACKBONES, build_backbone
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datatool.errors import DatatoolError
-from datatool.fsutil import prepare_output_dir, write_text_atomic
-from datatool.images import is_image
+from datatool.core.errors import DatatoolError
+from datatool.core.fsutil import prepare_output_dir, write_text_atomic
+from datatool.core.images import is_image
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 FIELDS = ["source", "frame", "width", "height", "score", "face", "x_min", "y_min", "x_max", "y_max"]
@@ -87,7 +87,7 @@ def _caption(score: float) -> str:
 
 
 def annotate(rgb, score: float, box, *, threshold: float):
-    from datatool.draw import draw_boxes
+    from datatool.core.draw import draw_boxes
 
     if score < threshold:
         return rgb
@@ -106,8 +106,8 @@ def predict_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, overw
     """Predict every image/video under `inputs`, write annotated copies and the tables into `out`."""
     from tqdm import tqdm
 
-    from datatool.draw import save_rgb
-    from datatool.images import load_rgb
+    from datatool.core.draw import save_rgb
+    from datatool.core.images import load_rgb
 
     items = collect_inputs(inputs)
     out = prepare_output_dir(Path(out), overwrite=overwrite)
@@ -200,7 +200,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
 
 def live(run: Path, source: str, *, threshold: float = 0.5, max_frames: int | None = None) -> dict:
     """Boxes and FPS on a camera (index or device path) or a video, in a Qt window; Q or Esc quits."""
-    from datatool.draw import draw_boxes
+    from datatool.core.draw import draw_boxes
 
     from . import liveview
 

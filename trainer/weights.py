@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datatool.errors import DatatoolError
+from datatool.core.errors import DatatoolError
 
 BACKBONES = ("mobilenetv2", "vgg16")
 

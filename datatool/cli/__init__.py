@@ -12,7 +12,7 @@ import importlib
 import click
 
 from .. import __version__
-from ..clikit import CONTEXT, FacekitGroup
+from ..core.clikit import CONTEXT, FacekitGroup
 
 # Stage modules that register commands on `cli` when imported (cheap: they import only click).
 COMMAND_MODULES: list[str] = [

@@ -58,7 +58,7 @@ def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality
       datatool preview datasets/me-aug --grid aug.png
     """
     from ..augment import augment_dataset, load_recipe
-    from ..fsutil import command_line
+    from ..core.fsutil import command_line
 
     if list_recipes:
         _print_recipes()

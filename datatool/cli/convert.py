@@ -54,7 +54,7 @@ def convert_cmd(src, out, src_format, dst_format, images, min_face, wider_skip_i
       datatool convert datasets/me --from labelme --to coco --out exports/me-coco
     """
     from ..convert import FaceFilter, ReadErrors, convert
-    from ..fsutil import command_line
+    from ..core.fsutil import command_line
 
     face_filter = FaceFilter(min_face=min_face, skip_invalid=wider_skip_invalid, max_blur=max_blur)
     try:
@@ -87,7 +87,7 @@ def merge_cmd(sources, out, overwrite):
       datatool merge datasets/me-morning datasets/me-evening --out datasets/me
     """
     from ..convert import merge
-    from ..fsutil import command_line
+    from ..core.fsutil import command_line
 
     result = merge(list(sources), out, overwrite=overwrite, command=command_line(), progress_bar=True)
     if result.issues:

@@ -89,7 +89,7 @@ def inspect_cmd(tfdir, grid, n, seed, json_path):
       datatool inspect datasets/me-tf
       datatool inspect datasets/me-tf --grid preview.jpg --n 25 --json inspect.json
     """
-    from ..fsutil import write_json_atomic
+    from ..core.fsutil import write_json_atomic
     from ..inspect import draw_tfrecord_grid, inspect_tfrecords
 
     report = inspect_tfrecords(tfdir)
@@ -131,7 +131,7 @@ def stats_cmd(dataset, json_path, plots):
       datatool stats datasets/me
       datatool stats datasets/me-aug --json stats.json --plots stats/
     """
-    from ..fsutil import write_json_atomic
+    from ..core.fsutil import write_json_atomic
     from ..stats import dataset_stats, format_table, public, save_plots
 
     stats = dataset_stats(dataset)

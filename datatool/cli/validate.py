@@ -17,7 +17,7 @@ def _condense(issues, *, per_code: int):
     """The first `per_code` issues of each kind, then one row saying how many more (order kept)."""
     from collections import Counter
 
-    from ..report import Issue
+    from ..core.issues import Issue
 
     total = Counter((i.severity, i.code) for i in issues)
     seen: Counter = Counter()
@@ -69,7 +69,7 @@ def validate(dataset, fmt, images, labels, min_face, fix, json_path, grid, max_r
       datatool validate datasets/me --fix --json reports/me-validate.json
       datatool validate wider_face_val_bbx_gt.txt --format wider --images WIDER_val/images
     """
-    from ..errors import OutputExistsError
+    from ..core.errors import OutputExistsError
     from ..validate import validate as run_validate
 
     for out in (json_path, grid):
@@ -93,7 +93,7 @@ def validate(dataset, fmt, images, labels, min_face, fix, json_path, grid, max_r
         click.echo(f"Fixed {n} file{'s' if n != 1 else ''}; each original kept beside it as NAME.json.bak "
                    "(or .bak1, .bak2, ... when a backup exists)")
     if json_path is not None:
-        from ..fsutil import write_json_atomic
+        from ..core.fsutil import write_json_atomic
 
         write_json_atomic(json_path, report.to_dict())
         click.echo(f"Report written to {json_path}")

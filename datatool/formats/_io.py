@@ -9,9 +9,9 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from ..errors import AnnotationError, OutputExistsError
-from ..fsutil import atomic_path
-from ..report import Issue
+from ..core.errors import AnnotationError, OutputExistsError
+from ..core.fsutil import atomic_path
+from ..core.issues import Issue
 
 def read_text(path: Path, *, what: str, encoding: str = "utf-8") -> str:
     """The text of an annotation file; `AnnotationError` naming the file when it is missing,

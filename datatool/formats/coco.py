@@ -14,10 +14,10 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import AnnotationError, DatatoolError, ImageError
-from ..images import image_size
-from ..report import Issue
-from ..sample import Box, Sample
+from ..core.errors import AnnotationError, DatatoolError, ImageError
+from ..core.images import image_size
+from ..core.issues import Issue
+from ..core.sample import Box, Sample
 from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, read_text, safe_key
 
 ANNOTATIONS = "annotations.json"
@@ -181,7 +181,7 @@ def to_coco_dict(samples: list[Sample]) -> dict:
 def write_coco(samples: list[Sample], json_path: Path, *, images_root: Path | None = None,
                overwrite: bool = False, progress_bar: bool = False) -> Path:
     """Write the COCO JSON and, if `images_root` is given, copy the images to `images_root/<image_id>`."""
-    from ..fsutil import write_json_atomic
+    from ..core.fsutil import write_json_atomic
 
     json_path = Path(json_path)
     labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))

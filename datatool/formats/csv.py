@@ -15,9 +15,9 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import AnnotationError, DatatoolError
-from ..report import Issue
-from ..sample import Box, Sample
+from ..core.errors import AnnotationError, DatatoolError
+from ..core.issues import Issue
+from ..core.sample import Box, Sample
 from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, read_text, safe_key
 
 FILENAME = "annotations.csv"
@@ -163,7 +163,7 @@ def read(src: Path, *, images: Path | None = None, issues: list[Issue] | None = 
 def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_images: bool = True,
           progress_bar: bool = False) -> None:
     """Write `out/annotations.csv` and copy the images to `out/images/<key>`."""
-    from ..fsutil import write_text_atomic
+    from ..core.fsutil import write_text_atomic
 
     out = Path(out)
     labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))

@@ -16,10 +16,10 @@ import math
 import os
 from pathlib import Path
 
-from ..errors import AnnotationError
-from ..images import IMAGE_EXTENSIONS
-from ..report import Issue
-from ..sample import Box, Sample
+from ..core.errors import AnnotationError
+from ..core.images import IMAGE_EXTENSIONS
+from ..core.issues import Issue
+from ..core.sample import Box, Sample
 
 LABELME_VERSION = "6.3.1"  # the version string we write; labelme reads any 5.x/6.x file
 FACEKIT_KEY = "facekit"
@@ -229,7 +229,7 @@ def dumps_labelme(sample: Sample, json_path: Path) -> str:
 
 def write_labelme(sample: Sample, json_path: Path, *, overwrite: bool = False) -> Path:
     """Write `sample` as a labelme JSON at `json_path` (atomically; refuses to replace without `overwrite`)."""
-    from ..fsutil import write_text_atomic
+    from ..core.fsutil import write_text_atomic
 
     json_path = Path(json_path)
     write_text_atomic(json_path, dumps_labelme(sample, json_path), overwrite=overwrite)

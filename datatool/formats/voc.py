@@ -16,10 +16,10 @@ import math
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from ..errors import AnnotationError, DatatoolError, ImageError
-from ..images import IMAGE_EXTENSIONS, image_size
-from ..report import Issue
-from ..sample import Box, Sample
+from ..core.errors import AnnotationError, DatatoolError, ImageError
+from ..core.images import IMAGE_EXTENSIONS, image_size
+from ..core.issues import Issue
+from ..core.sample import Box, Sample
 from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, safe_key
 
 ANNOTATIONS = "Annotations"
@@ -193,7 +193,7 @@ def read(src: Path, *, images: Path | None = None, issues: list[Issue] | None = 
 def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_images: bool = True,
           progress_bar: bool = False) -> None:
     """Write `out/Annotations/<key>.xml`, `out/JPEGImages/<key>` and `out/ImageSets/Main/default.txt`."""
-    from ..fsutil import write_text_atomic
+    from ..core.fsutil import write_text_atomic
 
     out = Path(out)
     labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))

@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..errors import AnnotationError, DatatoolError, ImageError
-from ..images import image_size, is_image
-from ..report import Issue
-from ..sample import Box, Sample
+from ..core.errors import AnnotationError, DatatoolError, ImageError
+from ..core.images import image_size, is_image
+from ..core.issues import Issue
+from ..core.sample import Box, Sample
 from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, read_text, safe_key
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -175,7 +175,7 @@ def write_wider(samples: list[Sample], gt_txt: Path, *, images_root: Path | None
                 overwrite: bool = False, progress_bar: bool = False) -> Path:
     """Write the gt file for `samples` (keys = their `image_id`) and, if `images_root` is given,
     copy each image to `images_root/<image_id>`. Refuses existing files unless `overwrite`."""
-    from ..fsutil import write_text_atomic
+    from ..core.fsutil import write_text_atomic
 
     gt_txt = Path(gt_txt)
     labeled = [s for s in samples if s.labeled]

@@ -15,10 +15,10 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import AnnotationError, DatatoolError, ImageError
-from ..images import image_size, is_image
-from ..report import Issue
-from ..sample import Box, Sample
+from ..core.errors import AnnotationError, DatatoolError, ImageError
+from ..core.images import image_size, is_image
+from ..core.issues import Issue
+from ..core.sample import Box, Sample
 from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, safe_key
 
 IMAGES = "images"
@@ -128,7 +128,7 @@ def read(src: Path, *, images: Path | None = None, issues: list[Issue] | None = 
 def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_images: bool = True,
           progress_bar: bool = False) -> None:
     """Write images, one txt per labeled image, `classes.txt` and `data.yaml` (see the module doc)."""
-    from ..fsutil import write_text_atomic
+    from ..core.fsutil import write_text_atomic
 
     out = Path(out)
     labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))

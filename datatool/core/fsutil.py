@@ -94,7 +94,7 @@ def prepare_output_dir(out: Path, *, overwrite: bool = False, resume: bool = Fal
 
 def versions() -> dict:
     """Versions of Python and of the libraries that shape outputs (only those already imported)."""
-    from . import __version__
+    from .. import __version__
 
     v = {"facekit": __version__, "python": platform.python_version()}
     for mod in ("numpy", "cv2", "albumentations", "tensorflow", "keras", "PIL", "labelme"):
