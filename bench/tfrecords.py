@@ -11,7 +11,7 @@ against how fast MobileNetV2 training consumes images - all measured in one run.
    Write stage only: `write_split` of one `plan_split` vs a bare loop writing the same
    Examples (same bytes) to one file. Ratios = bare time / facekit time (goal >= 0.9x).
 3. Read: the trainer's input pipeline (`trainer.data.make_dataset`: interleave -> parse ->
-   decode -> resize to 224 -> batch -> prefetch; an equivalent chain on `datatool.tfrecord` if
+   decode -> resize to 224 -> batch -> prefetch; an equivalent chain on `datatool.core.tfrecord` if
    trainer/data.py is absent) in images/s, against MobileNetV2 (224, weights=None, frozen
    backbone, a small trainable head) `train_on_batch` images/s on random batches (goal: the
    pipeline several times faster than training consumes).
@@ -147,7 +147,7 @@ def read_pipeline(tfdir: Path, batch: int):
         ds = (tf.data.Dataset.from_tensor_slices(files)
               .interleave(tf.data.TFRecordDataset, num_parallel_calls=tf.data.AUTOTUNE)
               .map(load, num_parallel_calls=tf.data.AUTOTUNE).ragged_batch(batch).prefetch(tf.data.AUTOTUNE))
-        return ds, "fallback chain on datatool.tfrecord"
+        return ds, "fallback chain on datatool.core.tfrecord"
 
 
 def time_read(tfdir: Path, batch: int) -> tuple[float, int, str]:

@@ -451,7 +451,7 @@ def _process_unsafe(task: _Task) -> dict:
     sample = task.sample
     stamp = {}
     if people:  # a crop's group/session travel in its JPEG comment (capture, crop); variants inherit it
-        from .capture import capture_info
+        from .core.provenance import capture_info
 
         info = capture_info(task.src_path) or {}
         stamp = {k: info[k] for k in ("group", "session", "person") if info.get(k)}
@@ -512,7 +512,7 @@ def _process_unsafe(task: _Task) -> dict:
         img_path = opt.out / rel
         encoded = _encode_jpeg(var.rgb, opt.quality)
         if people:  # no JSON beside a crop: stamp the group so `split --task identity` keeps it with its original
-            from .capture import stamp_jpeg
+            from .core.provenance import stamp_jpeg
 
             encoded = stamp_jpeg(encoded.tobytes(), {**stamp, "group": group, "augment": {"source": task.src_rel, "variant": v}})
         write_bytes_atomic(img_path, encoded, overwrite=overwrite)

@@ -21,85 +21,22 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
-import struct
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
 from .core.errors import DatatoolError
+from .core.faces import DEFAULT_MARGIN, DEFAULT_SIZE, cut_face
+from .core.provenance import new_session_id, stamp_jpeg
 from .core.issues import Issue
 
-COMMENT_PREFIX = b"facekit:"
 DEFAULT_CAMERA_SIZE = (640, 480)
 OPEN_TIMEOUT_S = 2.0
 STREAM_TIMEOUT_MS = 5000
 MAX_READ_FAILURES = 25  # consecutive failed camera reads before giving up
-
-
-# --------------------------------------------------------------------------- session stamp
-
-def new_session_id(now: datetime | None = None) -> str:
-    """`YYYYmmdd-HHMMSS-xxxx`: sortable by time, unique across runs started in the same second."""
-    now = now or datetime.now()
-    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def stamp_jpeg(data: bytes, info: dict) -> bytes:
-    """JPEG bytes with a `facekit:{json}` comment segment inserted after SOI (and JFIF APP0)."""
-    if data[:2] != b"\xff\xd8":
-        raise ValueError("stamp_jpeg expects JPEG bytes (no SOI marker)")
-    payload = COMMENT_PREFIX + json.dumps(info, sort_keys=True, ensure_ascii=True).encode("ascii")
-    if len(payload) > 65533:
-        raise ValueError("capture info too long for one JPEG comment")
-    segment = b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload
-    pos = 2
-    # JFIF wants its APP0 segment right after SOI: put the comment behind it.
-    if data[2:4] == b"\xff\xe0":
-        pos = 4 + struct.unpack(">H", data[4:6])[0]
-    return data[:pos] + segment + data[pos:]
-
-
-def capture_info(image_path: Path) -> dict | None:
-    """The `facekit:` comment capture stamped into a JPEG, or None (not stamped, not a JPEG).
-
-    Reads only the header segments, never the pixels; a malformed file gives None.
-    """
-    try:
-        with open(image_path, "rb") as f:
-            head = f.read(2)
-            if head != b"\xff\xd8":
-                return None
-            while True:
-                marker = f.read(2)
-                if len(marker) < 2 or marker[0] != 0xFF:
-                    return None
-                kind = marker[1]
-                if kind == 0xD8 or 0xD0 <= kind <= 0xD7 or kind == 0x01:  # no length field
-                    continue
-                if kind in (0xDA, 0xD9):  # start of scan / end of image: headers are over
-                    return None
-                raw = f.read(2)
-                if len(raw) < 2:
-                    return None
-                length = struct.unpack(">H", raw)[0]
-                body = f.read(length - 2)
-                if kind == 0xFE and body.startswith(COMMENT_PREFIX):
-                    info = json.loads(body[len(COMMENT_PREFIX):].decode("utf-8"))
-                    return info if isinstance(info, dict) else None
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def session_of(image_path: Path) -> str | None:
-    """The capture session id stamped into an image by `datatool capture`, or None."""
-    info = capture_info(image_path)
-    session = info.get("session") if info else None
-    return str(session) if session else None
 
 
 # --------------------------------------------------------------------------- sources
@@ -364,17 +301,6 @@ class Schedule:
         return "take", t
 
 
-def crop_face(rgb, box, *, margin: float = 0.2, size: int = 224):
-    """A square crop around `box` (pixels) grown by `margin` x its size on each side, resized to `size`.
-
-    The same cut as `datatool crop` (`datatool.crop.cut_face`): the square is shifted to stay
-    inside the image, and shrunk only if the image is smaller.
-    """
-    from .crop import cut_face
-
-    return cut_face(rgb, box, margin=margin, size=size)[0]
-
-
 def _fit_within(rgb, size: tuple[int, int] | None):
     import cv2
 
@@ -442,7 +368,7 @@ def _record_session(root: Path, entry: dict) -> None:
 def capture(root: Path, *, source: str = "0", count: int = 150, interval: float = 0.5,
             countdown: float = 3.0, size: tuple[int, int] | None = None, quality: int = 95,
             preview: bool | None = None, person: str | None = None, crop_faces: bool = False,
-            detector: str = "haar", margin: float = 0.2, crop_size: int = 224,
+            detector: str = "haar", margin: float = DEFAULT_MARGIN, crop_size: int = DEFAULT_SIZE,
             progress: bool = True, session: str | None = None) -> CaptureResult:
     """Grab up to `count` frames (0 = until the source ends) from `source` into dataset `root`.
 
@@ -522,7 +448,7 @@ def capture(root: Path, *, source: str = "0", count: int = 150, interval: float 
                         window.show(rgb, corner=f"{len(result.written)}/{count or '-'}  "
                                                 f"({len(faces)} faces: skipped)")
                     continue
-                rgb = crop_face(rgb, faces[0].box, margin=margin, size=crop_size)
+                rgb = cut_face(rgb, faces[0].box, margin=margin, size=crop_size)[0]
             data = stamp_jpeg(encode_jpeg(rgb, quality=quality), info)
             path, counter = _next_free(out_dir, session, counter)
             write_bytes_atomic(path, data, overwrite=False)

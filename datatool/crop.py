@@ -45,11 +45,9 @@ from pathlib import Path
 
 from .core.errors import DatatoolError, ImageError
 from .core.issues import Issue
+from .core.faces import DEFAULT_MARGIN, DEFAULT_SIZE, cut_face, is_generic, person_name_problem
 from .core.sample import Box, Sample
 
-GENERIC_LABELS = frozenset({"face", "faces", "head", "person", "people", "human"})
-DEFAULT_MARGIN = 0.2
-DEFAULT_SIZE = 160
 DEFAULT_MIN_FACE = 20.0
 MANIFEST = "crops.csv"
 MANIFEST_FIELDS = ("output", "person", "source", "box_index", "label", "x_min", "y_min", "x_max", "y_max",
@@ -67,53 +65,6 @@ SKIP_REASONS = {
     "bad-image": "images that could not be read or disagree with their JSON",
 }
 
-
-def person_name_problem(name: str) -> str | None:
-    """Why `name` cannot be a `people/NAME/` folder, or None when it can."""
-    if not name or not name.strip():
-        return "empty name"
-    if name != name.strip():
-        return "leading or trailing spaces"
-    if name.startswith("."):
-        return "starts with '.' (a hidden folder)"
-    bad = sorted({c for c in name if c in '/\\:*?"<>|' or ord(c) < 32})
-    if bad:
-        return f"contains {' '.join(repr(c) for c in bad)}"
-    return None
-
-
-def is_generic(label: str, *, allow_labels=()) -> bool:
-    """True for labels that say "a face" rather than whose (`face`, `head`, ...), unless allowed."""
-    allowed = {a.strip().lower() for a in allow_labels}
-    return label.strip().lower() in GENERIC_LABELS and label.strip().lower() not in allowed
-
-
-def face_square(box: Box, *, width: int, height: int, margin: float = DEFAULT_MARGIN) -> Box:
-    """The square (integer pixel corners) a face crop is cut from; see the module docstring.
-
-    Side `max(box.width, box.height) * (1 + 2 * margin)`, centred on the box, shifted to lie
-    inside the `width` x `height` image and shrunk to the image's shorter side if larger.
-    """
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    side = max(box.width, box.height) * (1 + 2 * margin)
-    side = max(1, min(int(round(side)), int(width), int(height)))
-    cx, cy = (box.x_min + box.x_max) / 2, (box.y_min + box.y_max) / 2
-    x0 = int(round(min(max(cx - side / 2, 0), width - side)))
-    y0 = int(round(min(max(cy - side / 2, 0), height - side)))
-    return Box(x0, y0, x0 + side, y0 + side, label=box.label)
-
-
-def cut_face(rgb, box: Box, *, margin: float = DEFAULT_MARGIN, size: int = DEFAULT_SIZE):
-    """`(crop, square)`: the `size` x `size` RGB crop around `box` (pixels) and the square it came from."""
-    import cv2
-
-    h, w = rgb.shape[:2]
-    sq = face_square(box, width=w, height=h, margin=margin)
-    x0, y0, x1, y1 = (int(v) for v in sq.xyxy)
-    crop = rgb[y0:y1, x0:x1]
-    interp = cv2.INTER_AREA if (x1 - x0) > size else cv2.INTER_CUBIC
-    return cv2.resize(crop, (size, size), interpolation=interp), sq
 
 
 @dataclass(frozen=True)
@@ -236,7 +187,7 @@ def crop_dataset(root: Path, *, out: Path, person: str | None = None, label_as_p
     """
     from tqdm import tqdm
 
-    from .capture import stamp_jpeg
+    from .core.provenance import stamp_jpeg
     from .dataset import load_dataset
     from .core.fsutil import (command_line, prepare_output_dir, read_record, write_bytes_atomic, write_record,
                               write_text_atomic)

@@ -156,7 +156,7 @@ def _shard_results(shard: Path, check) -> tuple[list[dict], list[BadRecord]]:
 
 
 def inspect_tfrecords(tfdir: Path, *, progress: bool = True) -> InspectReport:
-    """Read every shard of every split in `tfdir` through `datatool.tfrecord` with tf.data."""
+    """Read every shard of every split in `tfdir` through `datatool.core.tfrecord` with tf.data."""
     import tensorflow as tf
     from tqdm import tqdm
 

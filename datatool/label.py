@@ -104,7 +104,7 @@ def prelabel(root: Path, *, detector="haar", labels=("face",), min_score: float 
 
 def _prelabel_one(img: Path, det, *, label: str, min_score: float, write_empty: bool,
                   result: PrelabelResult) -> None:
-    from .capture import capture_info
+    from .core.provenance import capture_info
     from .formats.labelme import json_path_for, write_labelme
     from .core.images import load_rgb
     from .core.sample import Box, Sample

@@ -224,7 +224,7 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
 def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[list[SplitItem], list[str]]:
     """`people/NAME/*` images as identity items; a same-stem labelme JSON, or else the `facekit:`
     JPEG comment that `crop` and `capture` stamp, may carry group/session."""
-    from .capture import capture_info
+    from .core.provenance import capture_info
     from .formats.labelme import FACEKIT_KEY, json_path_for, load_json
 
     people = {name: imgs for name, imgs in list_people(root).items()}

@@ -474,7 +474,7 @@ def test_ctrl_c_with_a_pool_leaves_only_whole_files_and_resume_finishes(tmp_path
 
 def test_people_variants_stay_with_their_original_in_an_identity_split(tmp_path):
     # people crops have no JSON: the group must travel in the variant's JPEG, or split would scatter them
-    from datatool.capture import capture_info
+    from datatool.core.provenance import capture_info
     from datatool.split import split
 
     src = tmp_path / "src"

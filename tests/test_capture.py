@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from datatool.capture import (Schedule, capture, capture_info, crop_face, parse_size, session_of, stamp_jpeg,
-                              target_images_dir)
+from datatool.capture import Schedule, capture, parse_size, target_images_dir
+from datatool.core.faces import cut_face
+from datatool.core.provenance import capture_info, session_of, stamp_jpeg
 from datatool.cli import cli
 from datatool.core.errors import DatatoolError
 from datatool.core.sample import Box
@@ -213,7 +214,7 @@ def test_crop_faces_from_a_real_photo(tmp_path):
 ])
 def test_crop_face_is_square_and_inside(box, shape, margin, size):
     rgb = np.arange(shape[0] * shape[1] * 3, dtype=np.uint32).reshape(*shape, 3).astype(np.uint8)
-    out = crop_face(rgb, box, margin=margin, size=size)
+    out = cut_face(rgb, box, margin=margin, size=size)[0]
     assert out.shape == (size, size, 3)
 
 

@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import write_image, write_labelme_json
-from datatool.capture import capture_info
+from datatool.core.provenance import capture_info
 from datatool.cli import cli
-from datatool.crop import crop_dataset, face_square, person_name_problem, plan_crops
+from datatool.core.faces import face_square, person_name_problem
+from datatool.crop import crop_dataset, plan_crops
 from datatool.core.errors import DatatoolError
 from datatool.core.images import load_rgb, sha256_file
 from datatool.core.sample import Box, Sample
@@ -265,7 +266,7 @@ def test_json_size_disagreeing_with_image_is_skipped(two_people, tmp_path):
 def test_ctrl_c_keeps_whole_crops_only(two_people, tmp_path, monkeypatch):
     import datatool.core.images
 
-    real, calls = datatool.images.encode_jpeg, []
+    real, calls = datatool.core.images.encode_jpeg, []
 
     def interrupt_third(rgb, quality=95):
         calls.append(1)
@@ -273,7 +274,7 @@ def test_ctrl_c_keeps_whole_crops_only(two_people, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(rgb, quality)
 
-    monkeypatch.setattr(datatool.images, "encode_jpeg", interrupt_third)
+    monkeypatch.setattr(datatool.core.images, "encode_jpeg", interrupt_third)
     out = tmp_path / "out"
     res = crop_dataset(two_people, out=out, label_as_person=True, progress=False)
     assert res.interrupted and res.total == 2

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from datatool.capture import capture, session_of
+from datatool.capture import capture
+from datatool.core.provenance import session_of
 from datatool.cli import cli
 from datatool.formats.labelme import read_labelme
 from datatool.label import labelme_command, prelabel, start_labelme

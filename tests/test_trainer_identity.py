@@ -210,7 +210,7 @@ def test_predict_names_face_crops_and_says_unknown_below_the_threshold(identity_
 def test_predict_with_a_detector_crops_every_face_found_and_writes_the_names_on_the_photo(identity_run, tmp_path):
     from skimage import data
 
-    from datatool.crop import cut_face
+    from datatool.core.faces import cut_face
     from datatool.core.detect import get_detector
     from datatool.core.draw import save_rgb
     from datatool.core.images import load_rgb

@@ -1,4 +1,4 @@
-"""tf.data pipelines over the facekit TFRecord schema (`datatool.tfrecord`), and what a TFDIR says
+"""tf.data pipelines over the facekit TFRecord schema (`datatool.core.tfrecord`), and what a TFDIR says
 about itself (task, counts, a content hash for `config.json`).
 
 Detection targets, per image:

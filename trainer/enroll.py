@@ -143,7 +143,7 @@ def nearest(store: Enrolled, queries) -> list[tuple[str, float]]:
 
 
 def check_person(person: str) -> str:
-    from datatool.crop import person_name_problem
+    from datatool.core.faces import person_name_problem
 
     from .identity import UNKNOWN
 
@@ -188,7 +188,7 @@ def enroll(run: Path, person: str, inputs, *, overwrite: bool = False, detector:
     A name already enrolled is refused unless `overwrite` (which replaces that person's
     embeddings, nobody else's). Returns `{person, added, skipped, people, seconds, path}`.
     """
-    from datatool.crop import DEFAULT_MARGIN
+    from datatool.core.faces import DEFAULT_MARGIN
 
     from .identity import open_detector, run_labels, training_margin
     from .models import load_run

@@ -357,8 +357,8 @@ def _caption(answer: Answer) -> str:
 
 def find_faces(detector, rgb, *, margin: float, size: int):
     """`[(box xyxy pixels, crop)]` for every face `detector` finds (`None`: the whole image is the
-    face). Crops are cut by `datatool.crop.cut_face`, the rule `datatool crop` trains on."""
-    from datatool.crop import cut_face
+    face). Crops are cut by `datatool.core.faces.cut_face`, the rule `datatool crop` trains on."""
+    from datatool.core.faces import cut_face
 
     h, w = rgb.shape[:2]
     if detector is None:
@@ -401,7 +401,7 @@ def training_margin(config: dict, default: float) -> float:
 
 
 def open_detector(spec: str | None, *, run: Path):
-    """`None` for `--detector none` (inputs are face crops), else `datatool.detect.get_detector`."""
+    """`None` for `--detector none` (inputs are face crops), else `datatool.core.detect.get_detector`."""
     if spec is None:
         spec = DEFAULT_DETECTOR
     if str(spec).strip().lower() == "none":
@@ -425,7 +425,7 @@ def predict_identity_paths(run: Path, inputs, *, out: Path, threshold: float = 0
 
     from tqdm import tqdm
 
-    from datatool.crop import DEFAULT_MARGIN
+    from datatool.core.faces import DEFAULT_MARGIN
     from datatool.core.draw import save_rgb
     from datatool.core.fsutil import prepare_output_dir, write_text_atomic
     from datatool.core.images import load_rgb
@@ -475,7 +475,7 @@ def live_identity(run: Path, source: str, *, threshold: float = 0.5, detector: s
                   mode: str = "auto", max_distance: float | None = None, margin: float | None = None,
                   max_frames: int | None = None) -> dict:
     """Names on the faces of a camera or video in a Qt window with FPS; Q or Esc quits."""
-    from datatool.crop import DEFAULT_MARGIN
+    from datatool.core.faces import DEFAULT_MARGIN
 
     from . import liveview
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..core.faces import DEFAULT_MARGIN, DEFAULT_SIZE
 from . import cli
 from ._common import detector_option
 
@@ -40,9 +41,9 @@ def _size(ctx, param, value):
 @click.option("--crop-faces", is_flag=True,
               help="Save only the face crop, into DATASET/people/NAME/ (needs --person).")
 @detector_option()
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(min=0),
+@click.option("--margin", default=DEFAULT_MARGIN, show_default=True, type=click.FloatRange(min=0),
               help="Crop margin around the face, as a fraction of its size on each side.")
-@click.option("--crop-size", default=224, show_default=True, type=click.IntRange(min=16),
+@click.option("--crop-size", default=DEFAULT_SIZE, show_default=True, type=click.IntRange(min=16),
               help="Side of the square face crops, in pixels.")
 def capture(dataset, source, count, interval, countdown, size, quality, preview, person, crop_faces,
             detector, margin, crop_size):

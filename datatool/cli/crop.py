@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..core.faces import DEFAULT_MARGIN, DEFAULT_SIZE
 from . import cli
 from ._common import OVERWRITE, print_issue_table
 
@@ -20,9 +21,9 @@ from ._common import OVERWRITE, print_issue_table
               help="Each box's label is the person's name; boxes labelled 'face', 'head', ... are skipped.")
 @click.option("--allow-label", "allow_labels", multiple=True, metavar="LABEL",
               help="With --label-as-person, accept this generic label (e.g. 'face') as a name anyway. Repeatable.")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(min=0),
+@click.option("--margin", default=DEFAULT_MARGIN, show_default=True, type=click.FloatRange(min=0),
               help="Context around the face, as a fraction of its size on each side.")
-@click.option("--size", default=160, show_default=True, type=click.IntRange(16, 4096),
+@click.option("--size", default=DEFAULT_SIZE, show_default=True, type=click.IntRange(16, 4096),
               help="Side of the square crops, in pixels.")
 @click.option("--min-face", default=20.0, show_default=True, type=click.FloatRange(min=0), metavar="PX",
               help="Skip faces whose shorter side is below this many pixels.")
