@@ -4,9 +4,10 @@ An embedding is the trained backbone's globally pooled feature map for a face cr
 (the input of the identity head's dense layers). `trainer enroll RUN --person NAME IMAGES...`
 (`trainer.recognizer.enroll_person`, which finds and cuts the faces) stores one per image in
 `RUN/enrolled.npz`; the recognizer then answers with the name of the nearest stored embedding by
-cosine distance (`1 - a.b`), or `unknown` when even the nearest is farther than `max_distance`. Adding a person is one forward pass per image - seconds - and the
-softmax head is untouched. Nearest neighbour answers only among enrolled people: enroll the
-trained people too when you want them named in this mode.
+cosine distance (`1 - a.b`), or `unknown` when even the nearest is farther than `max_distance`.
+Adding a person is one forward pass per image - seconds - and the softmax head is untouched.
+Nearest neighbour answers only among enrolled people: enroll the trained people too when you
+want them named in this mode.
 
 `RUN/enrolled.npz` holds `names` (n,), `embeddings` (n, d) float32, `sources` (n,) and the
 sha256 of the `model.keras` the embeddings came from: a run trained again gives other features,
@@ -59,7 +60,7 @@ class Enrolled:
         keep = self.names != person
         emb = np.asarray(embeddings, np.float32)
         return replace(self, names=np.concatenate([self.names[keep], np.array([person] * len(emb))]),
-                       embeddings=np.concatenate([self.embeddings[keep], emb]) if keep.any() else emb,
+                       embeddings=np.concatenate([self.embeddings[keep], emb]),
                        sources=np.concatenate([self.sources[keep], np.array([str(s) for s in sources])]))
 
 

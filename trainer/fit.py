@@ -312,8 +312,8 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     data_info = tdata.describe_tfdir(tfdir)
     if config.task is not None and config.task != data_info["task"]:
         raise FitError(f"--task {config.task}: {tfdir} holds {data_info['task']} records")
-    # resumed runs from before heads had names keep their task's first head
-    task = tasks.get(data_info["task"], config.head or (tasks.HEAD_OF_OLD_RUNS[data_info["task"]] if resume else None))
+    # a resumed run keeps its entry (one from before heads had names: its task's first head)
+    task = tasks.of_run(saved, run) if resume else tasks.get(data_info["task"], config.head)
     num_classes = task.num_classes(data_info, tfdir)
     if data_info["counts"].get("train", 0) == 0:
         raise FitError(f"{tfdir}: the train split is empty")
