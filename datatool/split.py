@@ -51,7 +51,8 @@ from .dataset import image_key, list_people, load_dataset
 from .core.errors import DatatoolError, ImageError
 from .core.fsutil import (atomic_path, command_line, prepare_output_dir, read_record, write_record,
                           write_text_atomic)
-from .core.images import sha256_bytes
+from .core.images import ImageProbe, decode_rgb, encode_jpeg, sha256_bytes
+from .core.images import probe as probe_image
 from .core.issues import Issue
 from .core.sample import Sample
 from .core.tfrecord import SHARD_RE, SPLITS, shard_name
@@ -76,7 +77,8 @@ class SplitItem:
     identity: tuple[int, str] | None = None  # (0-based label, name) for identity data
     file_bytes: int = 0
     file_sha256: str = ""  # set when computed (no group given): reused as image/key/sha256
-    probe: "ImageProbe | None" = None
+    probe: ImageProbe | None = None
+    storable: bool = False  # the file's bytes can go into a record untouched (`storable_as_is`)
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
     except OSError as e:
         return Issue("error", str(s.image_path), "", f"cannot read image ({e.strerror or e}) (excluded)", "bad-image")
     except ImageError as e:
-        return Issue("error", str(s.image_path), "", f"{str(e).split(': ', 1)[-1]} (excluded)", "bad-image")
+        return Issue.from_error(e, suffix=" (excluded)", code="bad-image")
     if size_from_image:
         s = s.replace(width=probe.width, height=probe.height)
     if (probe.width, probe.height) != (s.width, s.height):
@@ -218,7 +220,7 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
         session = s.attributes.get("session")
         unit = f"session:{session}" if session else group
     return SplitItem(sample=s, unit=unit, stratum=stratum, identity=identity, file_bytes=len(data),
-                     file_sha256=file_sha, probe=probe)
+                     file_sha256=file_sha, probe=probe, storable=storable_as_is(probe, data))
 
 
 def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[list[SplitItem], list[str]]:
@@ -263,81 +265,35 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
 
 # ----------------------------------------------------------------------------- images
 
-@dataclass(frozen=True)
-class ImageProbe:
-    """What an image file's header says: size as displayed and whether its bytes can be stored as is."""
-
-    width: int  # as displayed (EXIF orientation applied)
-    height: int
-    upright_jpeg: bool  # JPEG, no EXIF rotation, RGB or grey, ends with the EOI marker
-
-
-def probe_image(data: bytes, *, name: str = "<bytes>") -> ImageProbe:
-    """Read an image's header (no pixel decoding) from its bytes."""
-    from PIL import Image
-
-    from .core.images import MAX_PIXELS
-
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            try:
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
-            except Exception:  # malformed EXIF: viewers treat it as upright
-                orientation = 1
-            fmt, mode = im.format, im.mode
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: image larger than {MAX_PIXELS} pixels, refusing to load") from e
-    except Exception as e:  # PIL raises many types for broken headers
-        raise ImageError(f"{name}: not an image or unsupported format ({e})") from e
-    if orientation in (5, 6, 7, 8):  # transposed: width and height swap on display
-        w, h = h, w
-    upright = (fmt == "JPEG" and orientation == 1 and mode in ("RGB", "L")
-               and data.rstrip(b"\x00").endswith(b"\xff\xd9"))
-    return ImageProbe(width=w, height=h, upright_jpeg=upright)
+def storable_as_is(probe: ImageProbe, data: bytes) -> bool:
+    """Whether an image's bytes can go into a record untouched: a JPEG with no EXIF rotation
+    (TensorFlow's decoder ignores EXIF), RGB or grey, complete (ends with the EOI marker)."""
+    return (probe.format == "jpeg" and probe.orientation == 1 and probe.mode in ("RGB", "L")
+            and data.rstrip(b"\x00").endswith(b"\xff\xd9"))
 
 
 def prepare_image(path: Path, *, max_side: int | None = None, probe: ImageProbe | None = None,
-                  ) -> tuple[bytes, int, int, bool]:
+                  data: bytes | None = None) -> tuple[bytes, int, int, bool]:
     """Image file -> `(jpeg_bytes, width, height, passthrough)` ready for `image/encoded`.
 
     JPEG files that are upright (no EXIF rotation), RGB or grey, complete (end with the EOI
     marker) and within `max_side` go in byte for byte. Anything else is decoded, EXIF
     orientation applied, downscaled so the longest side is at most `max_side`, and
     re-encoded as JPEG (quality 95) - TensorFlow's decoder ignores EXIF, so this is what
-    keeps boxes on the faces. `probe` (from `probe_image`, same file) skips re-reading the header.
+    keeps boxes on the faces. `probe` (from `images.probe`, same file) skips the header;
+    `data` (the file's bytes) skips the read.
     """
-    from PIL import Image, ImageOps
-
-    from .core.images import MAX_PIXELS, encode_jpeg
-
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read image ({e.strerror or e})") from e
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageError(path=path, reason=f"cannot read image ({e.strerror or e})") from e
     probe = probe or probe_image(data, name=str(path))
-    if probe.upright_jpeg and (max_side is None or max(probe.width, probe.height) <= max_side):
+    if storable_as_is(probe, data) and (max_side is None or max(probe.width, probe.height) <= max_side):
         return data, probe.width, probe.height, True
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            w, h = im.size
-            if max_side is not None and max(w, h) > max_side:
-                s = max_side / max(w, h)
-                w, h = max(1, round(w * s)), max(1, round(h * s))
-                im = im.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
-            import numpy as np
-
-            rgb = np.asarray(im)
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: image larger than {MAX_PIXELS} pixels, refusing to load") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
-    return encode_jpeg(rgb, quality=JPEG_QUALITY), w, h, False
+    rgb = decode_rgb(data, name=str(path), max_side=max_side)
+    return encode_jpeg(rgb, quality=JPEG_QUALITY), rgb.shape[1], rgb.shape[0], False
 
 
 def _ordered_parallel(fn, items, *, workers: int, window: int = 64):
@@ -520,7 +476,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
 
     def untouched(it):
         p = it.probe
-        return p is not None and p.upright_jpeg and (max_side is None or max(p.width, p.height) <= max_side)
+        return p is not None and it.storable and (max_side is None or max(p.width, p.height) <= max_side)
 
     if all(untouched(job[3]) for job in jobs):
         workers = 1  # only file reads left: a thread pool costs more than it saves

@@ -39,14 +39,13 @@ from typing import Iterable, Sequence
 from .dataset import PEOPLE, images_dir, list_images, list_people, load_dataset
 from .core.errors import AnnotationError, DatatoolError, ImageError
 from .core.fsutil import RECORD_NAME, write_bytes_atomic, write_json_atomic
-from .core.images import exif_orientation, image_info, is_image, load_rgb, sha256_file
+from .core.images import is_image, load_rgb, require_strict_decoding, sha256_bytes, transposes, verify
 from .core.issues import SEVERITIES, Issue
 from .core.sample import Box, Sample
 
 DEFAULT_MIN_FACE = 10.0  # pixels; WIDER FACE's "hard" faces start around this size
 DEFAULT_IMBALANCE = 3.0  # largest / smallest number of crops per person before a warning
 BACKUP_SUFFIX = ".bak"  # x.json -> x.json.bak (not *.json, so it is never read as an annotation)
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -110,41 +109,26 @@ class Report:
 
 
 def inspect_image(path: Path) -> ImageFacts:
-    """Decode `path` completely and describe it; raises `ImageError` for anything unreadable."""
-    from PIL import Image
+    """Decode `path` completely and describe it; raises `ImageError` for anything unreadable.
 
+    The file is read once: the header, the full decode and the hash all come from those bytes.
+    """
     path = Path(path)
-    width, height, stored_w, stored_h, _ = image_info(path)  # opens it: missing / not an image / too big
-    orientation = exif_orientation(path)
     try:
-        # Decode every pixel (a truncated JPEG fails only here), without load_rgb's copies:
-        # this is the slow part of validation.
-        with Image.open(path) as im:
-            im.load()
-            decoded = im.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
-    if decoded != (stored_w, stored_h):
-        raise ImageError(f"{path}: header says {stored_w}x{stored_h} but the pixels decode to "
-                         f"{decoded[0]}x{decoded[1]}")
-    try:
-        digest = sha256_file(path)
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ImageError(path=path, reason="image not found") from e
     except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
-    return ImageFacts(path, width, height, stored_w, stored_h, orientation, digest)
-
-
-def _without_path(message: str, path: Path) -> str:
-    """`ImageError` messages start with the path; an `Issue` carries the path on its own."""
-    prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+        raise ImageError(path=path, reason=f"cannot read ({e.strerror or e})") from e
+    f = verify(data, name=str(path))
+    return ImageFacts(path, f.width, f.height, f.stored_width, f.stored_height, f.orientation, sha256_bytes(data))
 
 
 def _inspect_one(path: Path) -> ImageFacts | Issue:
     try:
         return inspect_image(path)
     except ImageError as e:
-        return Issue("error", str(path), "", _without_path(str(e), path), "bad-image")
+        return Issue.from_error(e, code="bad-image", file=path)
     except Exception as e:  # a decoder bug must not end the whole run: report the file, go on
         return Issue("error", str(path), "", f"cannot decode ({type(e).__name__}: {e})", "bad-image")
 
@@ -156,10 +140,7 @@ def inspect_images(paths: Sequence[Path], *, workers: int | None = None,
 
     from tqdm import tqdm
 
-    from PIL import ImageFile
-
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # something in this process asked Pillow to pad cut files silently
-        raise DatatoolError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images would go unnoticed")
+    require_strict_decoding()
     paths = list(paths)
     workers = workers or min(4, os.cpu_count() or 1)
     facts: dict[Path, ImageFacts] = {}
@@ -289,7 +270,7 @@ def _check_labelme_file(sample: Sample, facts: ImageFacts | None, *, labels: fro
     exif_frame = False  # JSON holds the stored (unrotated) size of an EXIF-rotated photo
     if facts is not None:
         stated = (data.get("imageWidth"), data.get("imageHeight"))
-        if stated != (facts.width, facts.height) and facts.orientation in TRANSPOSING_ORIENTATIONS \
+        if stated != (facts.width, facts.height) and transposes(facts.orientation) \
                 and stated == (facts.stored_width, facts.stored_height):
             exif_frame = True
         elif fix:
@@ -545,7 +526,7 @@ def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_fac
         width, height = s.width, s.height
         if f is not None and (s.width, s.height) != (f.width, f.height):
             add_exif = (f" (EXIF orientation {f.orientation}: stored {f.stored_width}x{f.stored_height})"
-                        if f.orientation in TRANSPOSING_ORIENTATIONS else "")
+                        if transposes(f.orientation) else "")
             report.issues.append(Issue("error", name, f"{where} size",
                                        f"annotation says {s.width}x{s.height} but the image is "
                                        f"{f.width}x{f.height} as displayed{add_exif}", "size-mismatch"))
