@@ -430,7 +430,7 @@ def test_fix_leaves_an_exif_frame_mismatch_alone(tmp_path):
 @pytest.mark.parametrize("fmt", ["wider", "coco", "voc", "yolo", "csv"])
 def test_other_formats_are_checked_through_their_reader(tmp_path, fmt):
     # the clean set written in `fmt` with a 4 px wide face and a truncated image
-    from datatool.formats import FORMATS
+    from datatool.dataset import FORMATS
     from datatool.core.sample import Box
 
     samples = FORMATS["labelme"].read(clean_dataset(tmp_path / "ds"))
