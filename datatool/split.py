@@ -248,7 +248,8 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
                 try:
                     extra = load_json(jp).get(FACEKIT_KEY) or {}
                 except DatatoolError as e:
-                    issues.append(Issue("warning", str(jp), "", f"{e} (group taken from the image bytes)", "bad-json"))
+                    issues.append(Issue.from_error(e, severity="warning", suffix=" (group taken from the image bytes)",
+                                                  code="bad-json"))
                 if not isinstance(extra, dict):
                     extra = {}
             else:

@@ -170,3 +170,25 @@ def test_folder_read_reports_orphan_json_and_bad_json(tiny_dataset):
     assert sorted(i.code for i in issues) == ["bad-json", "orphan-json"]
     with pytest.raises(AnnotationError, match="face_0.json"):
         read_labelme_folder(tiny_dataset)
+
+
+def test_errors_become_issues_by_their_parts_even_with_colons_in_the_path(tmp_path):
+    from datatool.dataset import load_dataset
+
+    root = tmp_path / "shoot: day 1"  # ": " in a folder name used to cut the message in the wrong place
+    write_image(root / "images" / "a.jpg", 8, 8)
+    (root / "images" / "a.json").write_text("{oops")
+    write_image(root / "images" / "b.jpg", 8, 8)
+    (root / "images" / "b.json").write_text(json.dumps({"shapes": 3, "imageWidth": 8, "imageHeight": 8}))
+    (root / "images" / "c.jpg").write_text("not a picture")
+    ds = load_dataset(root)
+    by_file = {i.file: i for i in ds.issues}
+    bad_json = by_file[str(root / "images" / "a.json")]
+    assert (bad_json.code, bad_json.field) == ("bad-json", "") and bad_json.message.startswith("not valid JSON")
+    bad_shapes = by_file[str(root / "images" / "b.json")]
+    assert (bad_shapes.field, bad_shapes.message) == ("shapes", "expected a list, got int")
+    bad_image = by_file[str(root / "images" / "c.jpg")]
+    assert bad_image.code == "bad-image" and bad_image.message.startswith("not an image")
+    with pytest.raises(AnnotationError) as info:  # the message itself is unchanged
+        lm.read_labelme(root / "images" / "b.json")
+    assert str(info.value) == f"failed to load '{root / 'images' / 'b.json'}': shapes: expected a list, got int"
