@@ -284,8 +284,8 @@ def prepare_image(path: Path, *, max_side: int | None = None, probe: ImageProbe 
     keeps boxes on the faces. `probe` (from `images.probe`, same file) skips the header;
     `data` (the file's bytes) skips the read.
     """
-    path = Path(path)
     if data is None:
+        path = Path(path)
         try:
             data = path.read_bytes()
         except OSError as e:

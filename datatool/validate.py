@@ -141,12 +141,12 @@ def inspect_images(paths: Sequence[Path], *, workers: int | None = None,
 
     require_strict_decoding()
     paths = list(paths)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = max(1, workers or min(4, os.cpu_count() or 1))
     facts: dict[Path, ImageFacts] = {}
     issues: list[Issue] = []
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None  # one: no hand-offs between threads
     try:
-        results = tqdm(pool.map(_inspect_one, paths), total=len(paths), desc="checking images",
+        results = tqdm((pool.map if pool else map)(_inspect_one, paths), total=len(paths), desc="checking images",
                        unit="img", disable=not progress or not paths, leave=False)
         for path, result in zip(paths, results):
             if isinstance(result, Issue):
@@ -154,8 +154,8 @@ def inspect_images(paths: Sequence[Path], *, workers: int | None = None,
             else:
                 facts[path] = result
     finally:
-        # On Ctrl-C, drop the queued images instead of decoding them all before exiting.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:  # on Ctrl-C, drop the queued images instead of decoding them all before exiting
+            pool.shutdown(wait=True, cancel_futures=True)
     return facts, issues
 
 

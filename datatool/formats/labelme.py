@@ -64,9 +64,13 @@ def _find_image(json_path: Path, image_path_field: str | None) -> Path:
     return target if target is not None else json_path.with_suffix(".jpg")
 
 
+def _path(p) -> Path:
+    return p if isinstance(p, Path) else Path(p)
+
+
 def load_json(json_path: Path) -> dict:
     """The dict of a labelme JSON; `LabelmeLoadError` (path and reason) when it cannot be one."""
-    json_path = Path(json_path)
+    json_path = _path(json_path)
     try:
         text = json_path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
@@ -168,7 +172,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
     this JSON is paired with, when the caller knows it (else found from `imagePath`).
     `shape_index`, if given, receives for each box of the sample the index of its shape.
     """
-    json_path = Path(json_path)
+    json_path = _path(json_path)
     found: list[Issue] = []
     name = str(json_path)
 
@@ -193,6 +197,8 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
         image_path = _find_image(json_path, image_field)
         fell_back = image_field and image_path.name != Path(image_field.replace("\\", "/")).name \
             and image_path.exists()
+    elif image_field and os.path.join(os.path.dirname(name), image_field) == str(image_path):
+        fell_back = False  # the usual case, told apart without building paths
     else:
         target = image_path_target(json_path, image_field)
         fell_back = target is not None and target != image_path and not target.exists()
@@ -279,7 +285,8 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
 def read_labelme(json_path: Path, *, issues: list[Issue] | None = None, image_id: str | None = None,
                  image_path: Path | None = None) -> Sample:
     """Read a labelme JSON into a `Sample` (boxes in pixels, corners ordered, clipped to the image)."""
-    return parse_labelme(load_json(json_path), Path(json_path), issues=issues, image_id=image_id,
+    json_path = _path(json_path)
+    return parse_labelme(load_json(json_path), json_path, issues=issues, image_id=image_id,
                          image_path=image_path)
 
 
