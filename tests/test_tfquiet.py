@@ -29,7 +29,7 @@ def test_first_tensorflow_import_is_quiet_unless_it_fails(tmp_path, fail):
     (pkg / "__init__.py").write_text(FAKE_TF)
     code = textwrap.dedent("""
         import sys
-        from datatool import tfquiet
+        from datatool.core import tfquiet
         tfquiet.install()
         try:
             import tensorflow
