@@ -194,12 +194,20 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
                size_from_image: bool = False) -> SplitItem | Issue:
     """Check the image header against the annotation and fill in the group; an `Issue` if unusable.
 
-    The file is read once here: its sha256 (when the annotation names no group) and its header
-    (size as displayed, and whether the bytes can go into a record untouched) come from it.
+    The header is probed once here. When the annotation names a group (augment writes one into
+    every JSON) only the header is read; otherwise the whole file, for its sha256, and the header
+    comes from those bytes. Whether the bytes can go into a record untouched is decided for good
+    when the record is written (`prepare_image`); here it only plans the work.
     """
     try:
-        data = s.image_path.read_bytes()
-        probe = probe_image(data, name=str(s.image_path))
+        if s.group:
+            data = None
+            probe = probe_image(s.image_path)
+            size = s.image_path.stat().st_size
+        else:
+            data = s.image_path.read_bytes()
+            probe = probe_image(data, name=str(s.image_path))
+            size = len(data)
     except OSError as e:
         return Issue("error", str(s.image_path), "", f"cannot read image ({e.strerror or e}) (excluded)", "bad-image")
     except ImageError as e:
@@ -219,7 +227,7 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
     if group_by == "session":
         session = s.attributes.get("session")
         unit = f"session:{session}" if session else group
-    return SplitItem(sample=s, unit=unit, stratum=stratum, identity=identity, file_bytes=len(data),
+    return SplitItem(sample=s, unit=unit, stratum=stratum, identity=identity, file_bytes=size,
                      file_sha256=file_sha, probe=probe, storable=storable_as_is(probe, data))
 
 
@@ -266,11 +274,12 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
 
 # ----------------------------------------------------------------------------- images
 
-def storable_as_is(probe: ImageProbe, data: bytes) -> bool:
+def storable_as_is(probe: ImageProbe, data: bytes | None) -> bool:
     """Whether an image's bytes can go into a record untouched: a JPEG with no EXIF rotation
-    (TensorFlow's decoder ignores EXIF), RGB or grey, complete (ends with the EOI marker)."""
+    (TensorFlow's decoder ignores EXIF), RGB or grey, complete (ends with the EOI marker; not
+    checked when `data` is None, i.e. only the header was read)."""
     return (probe.format == "jpeg" and probe.orientation == 1 and probe.mode in ("RGB", "L")
-            and data.rstrip(b"\x00").endswith(b"\xff\xd9"))
+            and (data is None or data.rstrip(b"\x00").endswith(b"\xff\xd9")))
 
 
 def prepare_image(path: Path, *, max_side: int | None = None, probe: ImageProbe | None = None,
