@@ -71,11 +71,10 @@ def walk(root: Path) -> Listing:
                         scan(entry.path, f"{prefix}{name}/")
                     continue
                 stem, ext = os.path.splitext(name)
-                ext = ext.lower()
-                if ext == ".json":
+                if ext == ".json":  # exactly: an image's JSON is `with_suffix(".json")`
                     if not (bare and not prefix and name == RECORD_NAME) and entry.is_file():
                         jsons[f"{prefix}{stem}"] = folder
-                elif ext in IMAGE_EXTENSIONS and entry.is_file():
+                elif ext.lower() in IMAGE_EXTENSIONS and entry.is_file():
                     images.append((f"{prefix}{name}", folder))
 
     scan(str(base), "")

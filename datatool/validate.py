@@ -365,7 +365,7 @@ def _validate_labelme(root: Path, report: Report, *, labels, min_face, fix, imba
             unlabeled.append(img)
         else:
             claimed.setdefault(jp, []).append((img, key))
-    faces = negatives = 0
+    faces = negatives = labeled = 0
     for jp, claims in claimed.items():
         try:
             data = labelme.load_json(jp)
@@ -383,6 +383,7 @@ def _validate_labelme(root: Path, report: Report, *, labels, min_face, fix, imba
                                       fix=fix, report=report)
         if checked is not None:
             report.samples.append(checked[0])
+            labeled += 1
             faces += len(checked[0].boxes)
             negatives += checked[1]
     for img in unlabeled:
@@ -394,7 +395,7 @@ def _validate_labelme(root: Path, report: Report, *, labels, min_face, fix, imba
     if people:
         _check_people(root, people, facts, report, imbalance=imbalance)
 
-    report.counts.update(images=len(images), labeled=len(claimed), negatives=negatives,
+    report.counts.update(images=len(images), labeled=labeled, negatives=negatives,
                          unlabeled=len(unlabeled), faces=faces, unreadable_images=len(image_issues),
                          orphan_jsons=len(listing.orphan_jsons))
 

@@ -27,6 +27,13 @@ def _encoded(fmt: str = "JPEG", *, size=(6, 4), mode: str = "RGB", orientation: 
     return buf.getvalue()
 
 
+def _mpo() -> bytes:
+    im = Image.fromarray(np.full((4, 6, 3), 90, np.uint8))
+    buf = io.BytesIO()
+    im.save(buf, "MPO", save_all=True, append_images=[im])
+    return buf.getvalue()
+
+
 def _pillow_says(data: bytes):
     with Image.open(io.BytesIO(data)) as im:
         o = int(im.getexif().get(images.EXIF_ORIENTATION_TAG, 1) or 1)
@@ -40,6 +47,7 @@ def _pillow_says(data: bytes):
     _encoded(mode="CMYK"),  # CMYK JPEG: not storable as is
     _encoded(xmp=b'<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'),  # orientation in XMP only
     _encoded("PNG"),  # not a JPEG: Pillow reads the header
+    _mpo(),  # two JPEGs in one file (some phone cameras): Pillow says MPO, so must we
 ])
 def test_probe_agrees_with_pillow(data, tmp_path):
     (w, h), orientation, fmt, mode = _pillow_says(data)

@@ -125,6 +125,11 @@ def _scan_jpeg(data: bytes):
             continue
         if marker == 0xDA:  # start of scan: the header is over
             break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        if marker == 0xD9:  # end of image before any scan
+            return None
         (length,) = struct.unpack_from(">H", data, pos + 2)
         segment = data[pos + 4:pos + 2 + length]
         if length < 2 or len(segment) != length - 2:
@@ -134,6 +139,8 @@ def _scan_jpeg(data: bytes):
                 return None
             h, w = struct.unpack_from(">HH", segment, 1)
             size = (w, h, _JPEG_MODES[segment[5]])
+        elif marker == 0xE2 and segment.startswith(b"MPF\x00"):
+            return None  # a multi-picture file: Pillow calls it MPO, not JPEG
         elif marker == 0xE1:
             if segment.startswith(b"Exif\x00\x00"):
                 exif = exif if exif is not None else segment
@@ -200,7 +207,7 @@ def _decoded(source: Path | bytes, name: str, *, max_side: int | None = None):
         try:
             im.load()
             im = ImageOps.exif_transpose(im).convert("RGB")
-        except (OSError, SyntaxError, ValueError) as e:
+        except Exception as e:  # decoders raise many types for broken data
             raise ImageError(path=name, reason=f"corrupt or truncated image ({e})") from e
     if max_side is not None and max(im.size) > max_side:
         s = max_side / max(im.size)

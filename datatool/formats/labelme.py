@@ -201,7 +201,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
         fell_back = False  # the usual case, told apart without building paths
     else:
         target = image_path_target(json_path, image_field)
-        fell_back = target is not None and target != image_path and not target.exists()
+        fell_back = target is not None and target.name != image_path.name and not target.exists()
     if fell_back:
         report("warning", "imagePath", f"{image_field!r} not found; using {image_path.name} beside the JSON",
                "image-path-mismatch", fixable=True)
@@ -377,7 +377,8 @@ def fix_shapes(data: dict, width: int, height: int) -> list[str]:
     it): no shape is ever deleted.
     """
     changes = []
-    for i, shape in enumerate(data.get("shapes") or []):
+    shapes = data.get("shapes")
+    for i, shape in enumerate(shapes if isinstance(shapes, list) else []):
         if not isinstance(shape, dict) or not valid_points(shape.get("points")):
             continue
         pts = shape["points"]
