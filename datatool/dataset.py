@@ -3,6 +3,10 @@ recursively), optionally `people/NAME/*.jpg` (face crops per person) and `datase
 
 A bare folder of images and JSONs is accepted too and treated as its own `images/`.
 An image's key (`Sample.image_id`) is its path relative to `images/`, POSIX style.
+
+This module is the one place that walks dataset folders (`walk`) and pairs images with their
+labelme JSONs; `formats.labelme` reads one file at a time. The folder-level labelme `read` /
+`write` live here for that reason, and so does `FORMATS`, the registry of every format.
 """
 
 from __future__ import annotations
@@ -53,7 +57,10 @@ def walk(root: Path) -> Listing:
     """Walk the images folder of `root` once: every image (with its same-stem JSON, if any) and
     every JSON without an image. Hidden files and folders (`.x`) are skipped, and so are
     `people/` and the dataset's own `dataset.json` when `root` is a bare folder of images.
-    Symlinked folders are not followed. Sorted by key, so every listing is deterministic."""
+    Symlinked folders are not followed. Sorted by key, so every listing is deterministic.
+
+    `os.scandir` rather than `Path.rglob`: its entries know their type without a `stat` per
+    file, and images and JSONs are paired from the one listing instead of an `exists()` each."""
     root = Path(root)
     base = images_dir(root)
     bare = base == root
