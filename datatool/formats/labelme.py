@@ -22,7 +22,7 @@ import math
 import os
 from pathlib import Path
 
-from ..core.errors import AnnotationError, LabelmeLoadError
+from ..core.errors import LabelmeLoadError
 from ..core.images import IMAGE_EXTENSIONS
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
