@@ -64,10 +64,10 @@ def walk(root: Path) -> Listing:
     root = Path(root)
     base = images_dir(root)
     bare = base == root
-    images: list[tuple[str, str]] = []  # (key, folder)
-    jsons: dict[str, str] = {}  # key without suffix -> folder
+    images: list[tuple[str, Path, str]] = []  # (key, folder, file name)
+    jsons: dict[str, tuple[Path, str]] = {}  # key without suffix -> (folder, file name)
 
-    def scan(folder: str, prefix: str) -> None:
+    def scan(folder: Path, prefix: str) -> None:
         with os.scandir(folder) as entries:
             for entry in entries:
                 name = entry.name
@@ -75,28 +75,27 @@ def walk(root: Path) -> Listing:
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     if not (bare and not prefix and name == PEOPLE):
-                        scan(entry.path, f"{prefix}{name}/")
+                        scan(folder / name, f"{prefix}{name}/")
                     continue
                 stem, ext = os.path.splitext(name)
                 if ext == ".json":  # exactly: an image's JSON is `with_suffix(".json")`
                     if not (bare and not prefix and name == RECORD_NAME) and entry.is_file():
-                        jsons[f"{prefix}{stem}"] = folder
+                        jsons[f"{prefix}{stem}"] = (folder, name)
                 elif ext.lower() in IMAGE_EXTENSIONS and entry.is_file():
-                    images.append((f"{prefix}{name}", folder))
+                    images.append((f"{prefix}{name}", folder, name))
 
-    scan(str(base), "")
-    images.sort()
+    scan(base, "")
+    images.sort(key=lambda item: item[0])
     paired: set[str] = set()
     out = []
-    for key, folder in images:
-        stem = os.path.splitext(key)[0]
+    for key, folder, name in images:
+        stem = key[:len(key) - len(os.path.splitext(name)[1])]
         jp = None
         if stem in jsons:
             paired.add(stem)
-            jp = Path(folder, os.path.basename(stem) + ".json")
-        out.append((Path(folder, os.path.basename(key)), key, jp))
-    orphans = sorted(Path(folder, os.path.basename(stem) + ".json") for stem, folder in jsons.items()
-                     if stem not in paired)
+            jp = folder / jsons[stem][1]
+        out.append((folder / name, key, jp))
+    orphans = sorted(folder / name for stem, (folder, name) in jsons.items() if stem not in paired)
     return Listing(base=base, images=out, orphan_jsons=orphans)
 
 

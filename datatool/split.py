@@ -180,14 +180,33 @@ def _detection_items(root: Path, *, group_by: str, issues: list[Issue], workers:
     def make(s):
         return _make_item(s, group_by=group_by, stratum=FACE if s.boxes else NEGATIVE)
 
+    labeled = [s for s in ds.samples if s.labeled]
     items = []
-    for got in _ordered_parallel(make, [s for s in ds.samples if s.labeled], workers=_workers(workers)):
+    for got in _ordered_parallel(make, labeled, workers=_plan_workers(workers, labeled)):
         (items if isinstance(got, SplitItem) else issues).append(got)
     return items, unlabeled
 
 
 def _workers(workers: int | None) -> int:
     return workers or min(8, os.cpu_count() or 1)
+
+
+LARGE_FILE = 1 << 20  # bytes; see _plan_workers
+
+
+def _plan_workers(workers: int | None, samples: Sequence[Sample]) -> int:
+    """Threads for checking and hashing: as asked, else several only for large files (sha256
+    releases the GIL, so a photo of a few MB hashes in parallel; for webcam-sized frames the
+    hand-offs between threads cost more than they overlap), judged from the first few files."""
+    if workers is not None or len(samples) < 2:
+        return _workers(workers)
+    sizes = []
+    for s in samples[:8]:
+        try:
+            sizes.append(s.image_path.stat().st_size)
+        except OSError:
+            pass
+    return _workers(None) if sizes and sum(sizes) / len(sizes) >= LARGE_FILE else 1
 
 
 def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, str] | None = None,
