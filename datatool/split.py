@@ -25,6 +25,10 @@ stratified + three-way ratios; scikit-learn's `StratifiedGroupKFold` only makes 
 
 Same inputs and seed -> same split and byte-identical shards.
 
+One pass per image: the plan reads each file once (its header probed from those bytes, its
+sha256 taken when no group is named) and hands the bytes to the write stage, up to
+`HANDOVER_BYTES` in all; only past that budget is a file read a second time.
+
 Shards: `{split}-{i:05d}-of-{n:05d}.tfrecord`. `shards="auto"` aims at ~150 MB per shard
 (estimated from the source files' sizes, scaled for `max_side`), and gives `train` at least
 `min(4, images // 32)` shards so a multi-worker reader (tf.data interleave, tf.distribute
@@ -42,6 +46,7 @@ import io
 import json
 import math
 import os
+import threading
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +84,7 @@ class SplitItem:
     file_sha256: str = ""  # set when computed (no group given): reused as image/key/sha256
     probe: ImageProbe | None = None
     storable: bool = False  # the file's bytes can go into a record untouched (`storable_as_is`)
+    data: bytes | None = field(default=None, repr=False, compare=False)  # see _Handover
 
 
 @dataclass(frozen=True)
@@ -177,14 +183,36 @@ def _detection_items(root: Path, *, group_by: str, issues: list[Issue], workers:
         issues.append(Issue("warning", str(s.image_path), "", "unlabeled (no labelme JSON): excluded from the split",
                             "unlabeled"))
 
+    handover = _Handover()
+
     def make(s):
-        return _make_item(s, group_by=group_by, stratum=FACE if s.boxes else NEGATIVE)
+        return _make_item(s, group_by=group_by, stratum=FACE if s.boxes else NEGATIVE, handover=handover)
 
     labeled = [s for s in ds.samples if s.labeled]
     items = []
     for got in _ordered_parallel(make, labeled, workers=_plan_workers(workers, labeled)):
         (items if isinstance(got, SplitItem) else issues).append(got)
     return items, unlabeled
+
+
+HANDOVER_BYTES = 256 << 20  # image bytes the plan may hold for the write stage
+
+
+class _Handover:
+    """Room for image bytes the plan reads and the write stage reuses, `HANDOVER_BYTES` in all,
+    so those files are read from disk once (reading a webcam frame costs about as much as
+    hashing it). Past the budget the write stage reads the file again. Thread-safe."""
+
+    def __init__(self, budget: int | None = None):
+        self.left = HANDOVER_BYTES if budget is None else budget
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> bool:
+        with self._lock:
+            if size > self.left:
+                return False
+            self.left -= size
+            return True
 
 
 def _workers(workers: int | None) -> int:
@@ -210,22 +238,25 @@ def _plan_workers(workers: int | None, samples: Sequence[Sample]) -> int:
 
 
 def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, str] | None = None,
-               size_from_image: bool = False) -> SplitItem | Issue:
+               size_from_image: bool = False, handover: "_Handover | None" = None) -> SplitItem | Issue:
     """Check the image header against the annotation and fill in the group; an `Issue` if unusable.
 
-    The header is probed once here. When the annotation names a group (augment writes one into
-    every JSON) only the header is read; otherwise the whole file, for its sha256, and the header
-    comes from those bytes. Whether the bytes can go into a record untouched is decided for good
-    when the record is written (`prepare_image`); here it only plans the work.
+    The header is probed once here, from the file's bytes when they are read: always when the
+    annotation names no group (they are hashed), and while `handover` has room for them (they
+    are kept for the write stage). Otherwise - a group given (augment writes one into every
+    JSON) and no room - only the header is read. Whether the bytes can go into a record
+    untouched is decided for good when the record is written (`prepare_image`).
     """
+    path = s.image_path
     try:
-        if s.group:
+        size = path.stat().st_size
+        keep = handover is not None and handover.reserve(size)
+        if s.group and not keep:
             data = None
-            probe = probe_image(s.image_path)
-            size = s.image_path.stat().st_size
+            probe = probe_image(path)
         else:
-            data = s.image_path.read_bytes()
-            probe = probe_image(data, name=str(s.image_path))
+            data = path.read_bytes()
+            probe = probe_image(data, name=str(path))
             size = len(data)
     except OSError as e:
         return Issue("error", str(s.image_path), "", f"cannot read image ({e.strerror or e}) (excluded)", "bad-image")
@@ -247,7 +278,8 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
         session = s.attributes.get("session")
         unit = f"session:{session}" if session else group
     return SplitItem(sample=s, unit=unit, stratum=stratum, identity=identity, file_bytes=size,
-                     file_sha256=file_sha, probe=probe, storable=storable_as_is(probe, data))
+                     file_sha256=file_sha, probe=probe, storable=storable_as_is(probe, data),
+                     data=data if keep else None)
 
 
 def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[list[SplitItem], list[str]]:
@@ -266,7 +298,7 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
         else:
             issues.append(Issue("warning", str(Path(root) / "people" / name), "", "no images: person skipped",
                                 "empty-person"))
-    items = []
+    items, handover = [], _Handover()
     for label, name in enumerate(names):
         for img in people[name]:
             extra = {}
@@ -286,7 +318,8 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
             # no annotation to check the size against: _make_item takes it from the image header
             s = Sample(image_path=img, width=1, height=1, image_id=key, group=str(extra.get("group") or ""),
                        attributes=attrs)
-            got = _make_item(s, group_by=group_by, stratum=name, identity=(label, name), size_from_image=True)
+            got = _make_item(s, group_by=group_by, stratum=name, identity=(label, name), size_from_image=True,
+                             handover=handover)
             (items if isinstance(got, SplitItem) else issues).append(got)
     return items, names
 
@@ -501,7 +534,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
     total = len(jobs)
 
     def prep(job):
-        return prepare_image(job[3].sample.image_path, max_side=max_side, probe=job[3].probe)
+        return prepare_image(job[3].sample.image_path, max_side=max_side, probe=job[3].probe, data=job[3].data)
 
     def untouched(it):
         p = it.probe
