@@ -249,15 +249,15 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
     """
     path = s.image_path
     try:
-        size = path.stat().st_size
-        keep = handover is not None and handover.reserve(size)
-        if s.group and not keep:
-            data = None
-            probe = probe_image(path)
+        if s.group:  # the bytes are needed only if they can be kept: ask before reading
+            size = path.stat().st_size
+            keep = handover is not None and handover.reserve(size)
+            data = path.read_bytes() if keep else None
         else:
             data = path.read_bytes()
-            probe = probe_image(data, name=str(path))
             size = len(data)
+            keep = handover is not None and handover.reserve(size)
+        probe = probe_image(data, name=str(path)) if data is not None else probe_image(path)
     except OSError as e:
         return Issue("error", str(s.image_path), "", f"cannot read image ({e.strerror or e}) (excluded)", "bad-image")
     except ImageError as e:
