@@ -28,7 +28,9 @@ YuNet, SCRFD, RetinaFace, SSD - predicts densely):
   level whose centre lies inside the box and within `radius` (1.5) cells of its centre (FCOS's
   centre sampling: cells near a box's border see mostly background). The cell holding the box's
   centre is always positive, so every box trains, even a face smaller than a cell. A cell claimed
-  by several boxes trains on the smallest. A negative image has no positive cell.
+  by several boxes trains on the box whose centre it holds, else on the smallest; so only a box
+  whose centre falls in the same cell as a smaller one's, at the same level (two faces less than
+  a cell apart), can lose all its cells. A negative image has no positive cell.
 - Loss (`DenseLoss`): sigmoid focal loss (alpha 0.25, gamma 2) over every cell, for the ~1:300
   imbalance of face cells to background cells, plus GIoU on positive cells only; both summed and
   divided by the number of positive cells in the batch. A negative cell's box never contributes.
@@ -67,6 +69,7 @@ MAX_DETECTIONS = 100
 IOU_THRESHOLD = 0.45
 SCORE_THRESHOLD = 0.01
 PRIOR = 0.01                # initial face probability of every cell (RetinaFace / FCOS bias init)
+BN_MOMENTUM_FROM_SCRATCH = 0.9
 OUTPUTS = ("boxes", "scores", "presence", "box")
 
 
@@ -173,10 +176,10 @@ def encode_targets(boxes, grid: DenseGrid):
     is_centre = tf.range(grid.cells, dtype=tf.int32)[:, None] == centre_cell[None, :]
     pos = (level[:, None] == box_level[None, :]) & ((inside & central) | is_centre)
 
-    area = (x1 - x0) * (y1 - y0)
+    # the smallest box wins a cell, but a box's own centre cell goes to it first (areas are <= 1)
+    area = tf.broadcast_to(((x1 - x0) * (y1 - y0))[None, :], tf.shape(pos)) - 2.0 * tf.cast(is_centre, tf.float32)
     # a column of +inf so argmin is defined for an image without boxes
-    cost = tf.concat([tf.where(pos, tf.broadcast_to(area[None, :], tf.shape(pos)), math.inf),
-                      tf.fill([grid.cells, 1], math.inf)], axis=1)
+    cost = tf.concat([tf.where(pos, area, math.inf), tf.fill([grid.cells, 1], math.inf)], axis=1)
     best = tf.argmin(cost, axis=1, output_type=tf.int32)
     positive = tf.reduce_any(pos, axis=1)
     padded = tf.concat([boxes, tf.zeros([1, 4])], axis=0)
@@ -198,6 +201,13 @@ def build_dense_backbone(backbone: str, *, image_size: int, alpha: float = 1.0, 
     if backbone not in BACKBONES:
         raise ModelError(f"--backbone: unknown backbone {backbone!r} (expected one of {', '.join(BACKBONES)})")
     full = build_backbone(backbone, image_size=image_size, alpha=alpha, weights=weights)
+    if str(weights).lower() == "none":
+        # Keras' MobileNetV2 keeps BatchNorm statistics with momentum 0.999: after a short fit
+        # from scratch (a few hundred steps) the moving averages are still mostly their initial
+        # values and inference sees other activations than training did
+        for layer in full.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = BN_MOMENTUM_FROM_SCRATCH
     taps = [full.get_layer(name).output for name in TAPS[backbone]]
     return keras.Model(full.inputs, taps, name="backbone")
 
