@@ -363,3 +363,117 @@ def test_a_short_fit_from_scratch_finds_the_discs():
     assert total > 100
     assert found >= 0.8 * total, (found, total)
     assert false_alarms <= 0.2 * total, (false_alarms, total)
+
+
+# --- the feature cache with two tap maps ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    """A local weights file of the whole notop MobileNetV2 (random, seeded): a frozen backbone."""
+    import keras
+
+    from trainer.weights import build_backbone
+
+    path = tmp_path_factory.mktemp("weights") / "mobilenetv2.weights.h5"
+    keras.utils.set_random_seed(11)
+    build_backbone("mobilenetv2", image_size=64, alpha=0.35, weights="none").save_weights(str(path))
+    return path
+
+
+def _twin(weights_file, fine_tune_layers):
+    import keras
+
+    from trainer.dense import build_dense_detector, compile_dense, training_model
+    from trainer.models import set_trainable
+
+    keras.utils.set_random_seed(0)
+    model = build_dense_detector(image_size=64, alpha=0.35, weights=str(weights_file), channels=16, depth=1)
+    twin = training_model(model)
+    set_trainable(twin, fine_tune_layers)
+    compile_dense(twin, optimizer=keras.optimizers.SGD(0.05))
+    return model, twin
+
+
+@pytest.mark.parametrize("layers,boundary,tensors", [
+    (0, "block_13_expand_relu", ("block_6_expand_relu", "block_13_expand_relu")),  # heads: both taps
+    (3, "block_12_add", ("block_6_expand_relu", "block_12_add")),                  # + the stride-8 tap below
+    (10, "block_11_add", ("block_6_expand_relu", "block_11_add")),                 # down to a block boundary
+])
+def test_the_cache_of_a_dense_backbone_holds_every_tensor_crossing_the_cut(weights_file, layers, boundary, tensors):
+    from trainer.feature_cache import find_boundary
+
+    model, _ = _twin(weights_file, 0)
+    found = find_boundary(model.get_layer("backbone"), layers)
+    assert (found.layer, found.tensors) == (boundary, tensors)
+    assert found.shapes[0] == (8, 8, 96) and found.multiple
+
+
+@pytest.mark.parametrize("layers", [0, 12])
+def test_one_step_on_cached_tap_maps_gives_the_same_update(weights_file, layers):
+    from trainer.dense import encode_targets, grid_of
+    from trainer.feature_cache import compile_like, find_boundary, split_model
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3)).astype("float32")
+    _, boxes = discs(4, seed=3)
+    model, plain = _twin(weights_file, layers)
+    targets = {"cells": np.stack([encode_targets(b, grid_of(model)).numpy() for b in boxes])}
+    start = plain.get_weights()
+    want = plain.train_on_batch(images, targets, return_dict=True)
+    expected = plain.get_weights()
+
+    model, cached = _twin(weights_file, layers)
+    np.testing.assert_array_equal(np.concatenate([w.ravel() for w in cached.get_weights()]),
+                                  np.concatenate([w.ravel() for w in start]))
+    split = split_model(cached, find_boundary(model.get_layer("backbone"), layers))
+    compile_like(split.cached_model, cached)
+    features = split.extractor.predict_on_batch(images)
+    assert len(features) == 2
+    got = split.cached_model.train_on_batch(tuple(features), targets, return_dict=True)
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    for a, b, before in zip(cached.get_weights(), expected, start):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert sum(not np.array_equal(a, b) for a, b in zip(expected, start)) > 0
+
+
+def test_two_tap_maps_cached_in_memory_and_on_disk_give_the_same_batches(weights_file, tmp_path):
+    import tensorflow as tf
+
+    from trainer.dense import encode_targets, grid_of
+    from trainer.feature_cache import FeatureCache
+
+    model, twin = _twin(weights_file, 0)
+    grid = grid_of(model)
+    images, boxes = discs(40, seed=4)
+    targets = np.stack([encode_targets(b, grid).numpy() for b in boxes])
+    splits = {"train": slice(0, 32), "val": slice(32, 40)}
+
+    def pipeline(part):
+        return lambda: tf.data.Dataset.from_tensor_slices((images[part], {"cells": targets[part]})).batch(16)
+
+    def prepare(run, ram):
+        logs = []
+        cache = FeatureCache(run, pipelines={s: pipeline(p) for s, p in splits.items()},
+                             counts={"train": 32, "val": 8}, fingerprint={"records": "discs"}, batch_size=16,
+                             ram_fraction=ram, log=logs.append, progress=False)
+        return cache.prepare(twin, phase="heads", fine_tune_layers=0), logs
+
+    memory, _ = prepare(tmp_path / "m", 1.0)
+    disk, logs = prepare(tmp_path / "d", 0.0)
+    assert (memory.info["mode"], disk.info["mode"]) == ("memory", "disk")
+    assert disk.info["tensors"] == ["block_6_expand_relu", "block_13_expand_relu"]
+    assert disk.info["bytes"] == 40 * (8 * 8 * 96 + 4 * 4 * 192) * 4
+    assert any("caching the backbone's outputs (block_6_expand_relu, block_13_expand_relu)" in line for line in logs)
+    folder = tmp_path / "d" / "feature_cache" / disk.info["key"][:16]
+    assert sorted(p.name for p in folder.glob("train.*")) == [
+        "train.features-0.npy", "train.features-1.npy", "train.targets.npz"]
+    for (fa, ta), (fb, tb) in zip(memory.train, disk.train):
+        assert isinstance(fa, tuple) and [f.shape[1:] for f in fa] == [(8, 8, 96), (4, 4, 192)]
+        for a, b in zip(fa, fb):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_array_equal(ta["cells"].numpy(), tb["cells"].numpy())
+    logs_before = memory.model.evaluate(memory.val, verbose=0, return_dict=True)
+    memory.model.fit(memory.train, epochs=1, verbose=0)  # the cached model trains on the tuples
+    assert memory.model.evaluate(memory.val, verbose=0, return_dict=True)["loss"] != logs_before["loss"]
+
+    again, logs = prepare(tmp_path / "d", 0.0)  # the same data and weights: reused from disk
+    assert again.info["reused"] is True
