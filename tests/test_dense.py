@@ -242,8 +242,8 @@ def test_the_model_has_the_detector_interface_and_named_parts(model):
     out = model.predict(images, verbose=0)
     grid = grid_of(model)
     assert grid.sizes == ((8, 8), (4, 4))
-    assert {k: v.shape for k, v in out.items()} == {"cells": (3, 80, 5), "boxes": (3, 100, 4), "scores": (3, 100),
-                                                   "presence": (3, 1), "box": (3, 4)}
+    assert {k: v.shape for k, v in out.items()} == {"boxes": (3, 100, 4), "scores": (3, 100), "presence": (3, 1),
+                                                   "box": (3, 4)}
     for name in ("preprocess", "backbone", "head", "decode", "postprocess"):
         model.get_layer(name)
     assert [tuple(t.shape[1:3]) for t in model.get_layer("backbone").outputs] == [(8, 8), (4, 4)]
@@ -292,10 +292,15 @@ def test_the_training_twin_shares_the_weights(model):
     from trainer.dense import training_model
 
     twin = training_model(model)
-    assert twin.output_names == ["cells"] if hasattr(twin, "output_names") else True
-    assert {id(w) for w in twin.weights} <= {id(w) for w in model.weights}
-    images = np.zeros((1, 64, 64, 3), np.float32)
-    np.testing.assert_array_equal(twin.predict(images, verbose=0)["cells"], model.predict(images, verbose=0)["cells"])
+    assert {id(w) for w in twin.weights} == {id(w) for w in model.weights}
+    images = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3)).astype("float32")
+    cells = twin.predict(images, verbose=0)["cells"]
+    assert cells.shape == (2, 80, 5)
+    out = model.predict(images, verbose=0)
+    # the detector's best score and box are those of the best cell
+    best = cells[..., 0].argmax(axis=1)
+    np.testing.assert_allclose(out["presence"][:, 0], 1 / (1 + np.exp(-cells[[0, 1], best, 0])), atol=1e-6)
+    np.testing.assert_allclose(out["box"], np.clip(cells[[0, 1], best, 1:], 0, 1), atol=1e-6)
 
 
 # --- it learns: discs -------------------------------------------------------------------------------
@@ -477,3 +482,29 @@ def test_two_tap_maps_cached_in_memory_and_on_disk_give_the_same_batches(weights
 
     again, logs = prepare(tmp_path / "d", 0.0)  # the same data and weights: reused from disk
     assert again.info["reused"] is True
+
+
+def test_the_export_part_converts_to_tflite_with_builtin_ops_and_agrees(model, tmp_path):
+    """Decoding is in the graph with builtin ops only; NMS runs on the host (`postprocess`)."""
+    import tensorflow as tf
+
+    from trainer.dense import export_model, postprocess, postprocess_config
+
+    part = export_model(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(part)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # fails on any other op
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    images = np.random.default_rng(3).integers(0, 256, (1, 64, 64, 3)).astype("float32")
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+    interpreter.invoke()
+    raw = {}
+    for detail in interpreter.get_output_details():
+        value = interpreter.get_tensor(detail["index"])
+        raw["boxes" if value.ndim == 3 else "scores"] = value
+    want = model.predict(images, verbose=0)
+    got = postprocess(raw["scores"], raw["boxes"], **postprocess_config(model))
+    np.testing.assert_allclose(got["presence"], want["presence"], atol=1e-4)
+    np.testing.assert_allclose(got["box"], want["box"], atol=1e-4)
+    kept = want["scores"][0] > 0
+    np.testing.assert_allclose(got["scores"][0][kept], want["scores"][0][kept], atol=1e-4)
