@@ -100,8 +100,8 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
             titles.append(_title(prefix, name))
         return contact_sheet(images, titles=titles, cell=cell), tuple(titles), tuple(unreadable)
 
-    from .augment import Recipe, _decode, augment_image, build_pipeline, load_recipe, variant_seed
-    from .core.images import sha256_bytes
+    from .augment import Recipe, augment_image, build_pipeline, load_recipe, variant_seed
+    from .core.images import decode_rgb, sha256_bytes
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     pipeline = build_pipeline(recipe)
@@ -117,7 +117,7 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
         if k not in decoded:
             try:
                 data = Path(s.image_path).read_bytes()
-                decoded[k] = (_decode(data, s.image_path), sha256_bytes(data))
+                decoded[k] = (decode_rgb(data, name=str(s.image_path)), sha256_bytes(data))
             except (OSError, ImageError):
                 decoded[k] = (None, "")
         rgb, sha = decoded[k]

@@ -308,25 +308,27 @@ def test_resume_after_an_interruption_finishes_only_what_is_missing(tiny_dataset
     import datatool.core.fsutil as fsutil
 
     clean = augment_dataset(tiny_dataset, out=tmp_path / "clean", recipe="default", factor=3, workers=1)
-    real, calls = fsutil.write_text_atomic, []
+    real, calls = fsutil.write_bytes_atomic, []
 
-    def interrupted(path, text, **kw):  # Ctrl-C between a variant's image and its JSON
-        if Path(path).parent.name == "images":  # not dataset.json
+    def interrupted(path, data, **kw):  # Ctrl-C between a variant's JSON and its image
+        if Path(path).suffix == ".jpg":
             calls.append(Path(path))
             if len(calls) == 6:
                 raise KeyboardInterrupt
-        return real(path, text, **kw)
+        return real(path, data, **kw)
 
-    monkeypatch.setattr(fsutil, "write_text_atomic", interrupted)
+    monkeypatch.setattr(fsutil, "write_bytes_atomic", interrupted)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         augment_dataset(tiny_dataset, out=out, recipe="default", factor=3, workers=1)
-    monkeypatch.setattr(fsutil, "write_text_atomic", real)
+    monkeypatch.setattr(fsutil, "write_bytes_atomic", real)
     assert not list(out.rglob(".facekit-tmp-*"))
     assert not (out / "manifest.csv").exists()
-    # the interrupted variant has its image but no JSON: not done. Also lose one finished variant.
-    assert calls[-1].exists() is False and calls[-1].with_suffix(".jpg").exists()
-    (out / "images" / "face_0__aug0001.json").unlink()
+    # The JSON is written first: the interrupted variant has its JSON but no image (not done), and
+    # no image is ever left without its JSON (it would read as an unlabeled image).
+    assert calls[-1].with_suffix(".json").exists() and not calls[-1].exists()
+    assert all(p.with_suffix(".json").exists() for p in (out / "images").glob("*.jpg"))
+    (out / "images" / "face_0__aug0001.jpg").unlink()  # also lose one finished variant
     (out / "images" / ".facekit-tmp-face_1__aug0000.jpg.x").write_bytes(b"half")  # left by a killed worker
     with pytest.raises(OutputExistsError, match="unfinished augment run: add --resume"):
         augment_dataset(tiny_dataset, out=out, recipe="default", factor=3, workers=1)
@@ -335,7 +337,7 @@ def test_resume_after_an_interruption_finishes_only_what_is_missing(tiny_dataset
     s = augment_dataset(tiny_dataset, out=out, recipe="default", factor=3, workers=2, resume=True)
     assert digests(out) == digests(clean.out)
     total = 5 * 4  # 5 labeled sources x (original + 3 variants)
-    done_before = len(calls) - 1 - 1  # JSONs finished before the interruption, minus the one deleted
+    done_before = len(calls) - 1 - 1  # images finished before the interruption, minus the one deleted
     assert (s.counts["resumed"], s.counts["variants"] + s.counts["originals"]) == (done_before, total)
     assert json.loads((out / "dataset.json").read_text())["complete"] is True
 
