@@ -495,3 +495,86 @@ def test_people_variants_stay_with_their_original_in_an_identity_split(tmp_path)
         by_group.setdefault(rec["group"], set()).add(rec["split"])
     assert len(by_group) == 8  # 8 originals, each with its 3 variants
     assert all(len(splits) == 1 for splits in by_group.values()), by_group
+
+
+def test_a_recipe_cannot_run_code(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.yaml"
+    # a Python tag (what yaml.load would execute) and a transform name that is not a transform
+    path.write_text(f"transform: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(path)
+    path.write_text("transform: {__class_fullname__: os.system, command: 'true'}\n")
+    with pytest.raises(RecipeError, match="unknown transform 'os.system'"):
+        load_recipe(path)
+    assert not marker.exists()
+
+
+def test_save_recipe_round_trips_through_load_recipe(tmp_path):
+    import albumentations as A
+
+    from datatool.augment import describe_recipe, save_recipe
+
+    compose = A.Compose([A.HorizontalFlip(p=0.5)], bbox_params=A.BboxParams(format="pascal_voc"))
+    path = save_recipe(compose, tmp_path / "mine.yaml", facekit={"on_empty": "negative", "max_redraws": 0})
+    r = load_recipe(path)
+    assert (r.on_empty, r.max_redraws, describe_recipe(r)) == ("negative", 0, "HorizontalFlip")
+    with pytest.raises(OutputExistsError):
+        save_recipe(compose, path)
+
+
+def test_the_task_functions_make_exactly_the_files_augment_writes(tiny_dataset, tmp_path):
+    # The per-source functions are the seam a distributed runner calls: pure, picklable in and
+    # out, and what they return is byte for byte what the local runner writes.
+    import pickle
+
+    from datatool.augment import (ImageSource, PersonSource, Settings, augment_labelled_image,
+                                  augment_person_crop)
+    from datatool.core.provenance import stamp_jpeg
+    from datatool.dataset import load_dataset
+
+    crop = write_image(tmp_path / "c.jpg", 32, 32, seed=30).read_bytes()
+    (tiny_dataset / "people" / "bob").mkdir(parents=True)
+    (tiny_dataset / "people" / "bob" / "b.jpg").write_bytes(stamp_jpeg(crop, {"session": "s1", "person": "bob"}))
+    recipe = load_recipe("heavy")
+    s = augment_dataset(tiny_dataset, out=tmp_path / "out", recipe=recipe, factor=3, seed=4, workers=1)
+    written = digests(s.out)
+
+    settings = Settings.of(recipe, factor=3, seed=4, quality=95)
+    pipeline = build_pipeline(recipe)
+    made, rows = {}, []
+    for sample in load_dataset(tiny_dataset).labeled:
+        task = ImageSource(f"images/{sample.image_id}", Path(sample.image_path).read_bytes(), sample, (0, 1, 2))
+        assert pickle.loads(pickle.dumps(task)) == task
+        result = augment_labelled_image(task, settings=settings, pipeline=pipeline)
+        assert pickle.loads(pickle.dumps(result)) == result
+        again = augment_labelled_image(task, settings=settings, pipeline=build_pipeline(recipe))
+        assert again == result  # pure: a fresh pipeline, the same bytes
+        for o in result.outputs:
+            made[o.rel] = hashlib.sha256(o.image).hexdigest()
+            made[o.rel.rsplit(".", 1)[0] + ".json"] = hashlib.sha256(o.json_text.encode()).hexdigest()
+            rows.append(dict(o.row))
+    person = PersonSource("people/bob/b.jpg", (tiny_dataset / "people" / "bob" / "b.jpg").read_bytes(),
+                          {"session": "s1", "person": "bob"}, (0, 1, 2))
+    result = augment_person_crop(person, settings=settings, pipeline=pipeline)
+    assert all(o.json_text is None for o in result.outputs)
+    for o in result.outputs:
+        made[o.rel] = hashlib.sha256(o.image).hexdigest()
+        rows.append(dict(o.row))
+    assert made == {k: v for k, v in written.items() if k != "manifest.csv"}
+    assert sorted((str(r["output"]), str(r["seed"])) for r in rows) == sorted(
+        (r["output"], r["seed"]) for r in read_manifest(s.out / "manifest.csv"))
+
+
+def test_a_task_with_nothing_to_make_decodes_nothing(tiny_dataset):
+    from datatool.augment import ImageSource, Settings, augment_labelled_image
+    from datatool.dataset import load_dataset
+
+    sample = load_dataset(tiny_dataset).labeled[0]
+    # --resume found everything done: a corrupt file is not even decoded, the source still counts
+    task = ImageSource("images/x.jpg", b"not an image", sample, (), original=False)
+    result = augment_labelled_image(task, settings=Settings("r"), pipeline=None)
+    assert (result.outputs, result.counts["sources"]) == ((), 1)
+    with pytest.raises(DatatoolError, match=r"^images/x\.jpg: "):  # the error names the source
+        augment_labelled_image(ImageSource("images/x.jpg", b"not an image", sample, (0,)),
+                               settings=Settings("r"), pipeline=None)
