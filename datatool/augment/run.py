@@ -287,8 +287,11 @@ def _results(sources: list[_Source], *, recipe: Recipe, opt: _RunOptions, worker
     run = (_in_process(sources, recipe=recipe, opt=opt) if workers == 1
            else _process_pool(sources, recipe=recipe, opt=opt, workers=workers))
     with run as results:
-        # the bar's monitor thread is started after the pool's processes (see _start_method)
-        with tqdm(total=len(sources), unit="img", desc="augment", disable=not progress, dynamic_ncols=True) as bar:
+        if not progress:  # no tqdm at all: even a disabled one leaves its monitor thread running
+            yield from results
+            return
+        # the bar's monitor thread starts after the pool's processes (see _start_method)
+        with tqdm(total=len(sources), unit="img", desc="augment", dynamic_ncols=True) as bar:
             for result in results:
                 bar.update(1)
                 yield result
