@@ -131,49 +131,71 @@ def _unfinished(source: _Source, data: bytes, opt: _RunOptions, rows: list, coun
     return tuple(todo), original
 
 
-def _work(source: _Source, opt: _RunOptions, pipeline) -> dict:
-    """Make and write one source's outputs; returns its manifest rows, counts and errors.
-    One odd source is reported and skipped, never stops the others."""
-    try:
-        return _work_unsafe(source, opt, pipeline)
-    except DatatoolError as e:
+def _failed(source: _Source, e: BaseException) -> dict:
+    if isinstance(e, DatatoolError):
         error = str(e)
-    except OSError as e:
+    elif isinstance(e, OSError):
         error = f"{e.filename or source.path}: {e.strerror or e}"
-    except Exception as e:  # noqa: BLE001 - one odd image must not stop the other thousands
+    else:
         error = f"{source.path}: augmentation failed ({type(e).__name__}: {first_line(e)})"
     return {"rows": [], "counts": {"failed_sources": 1}, "errors": [error]}
 
 
-def _work_unsafe(source: _Source, opt: _RunOptions, pipeline) -> dict:
+@dataclass(frozen=True)
+class _Made:
+    """One source's outputs, made and not yet written, with what --resume found finished."""
+
+    source: _Source
+    result: object  # tasks.SourceResult
+    rows: list
+    counts: Counter
+
+
+def _make(source: _Source, opt: _RunOptions, pipeline) -> _Made | dict:
+    """Read one source and run its task function; a failure comes back as its result (see `_failed`).
+    One odd source is reported and skipped, never stops the others."""
+    try:
+        try:
+            data = source.path.read_bytes()
+        except OSError as e:
+            raise ImageError(f"{source.path}: cannot read image ({e.strerror or e})") from e
+        rows: list = []
+        counts: Counter = Counter()
+        if opt.resume:
+            variants, original = _unfinished(source, data, opt, rows, counts)
+        else:
+            variants, original = tuple(range(opt.factor)), opt.keep_originals
+        if source.kind == "people":
+            from ..core.provenance import capture_info
+
+            task = PersonSource(source.rel, data, capture_info(source.path) or {}, variants, original,
+                                str(source.path))
+            result = augment_person_crop(task, settings=opt.settings, pipeline=pipeline)
+        else:
+            task = ImageSource(source.rel, data, source.sample, variants, original, str(source.path))
+            result = augment_labelled_image(task, settings=opt.settings, pipeline=pipeline)
+        return _Made(source, result, rows, counts)
+    except Exception as e:  # noqa: BLE001 - one odd image must not stop the other thousands
+        return _failed(source, e)
+
+
+def _write(made: _Made | dict, opt: _RunOptions) -> dict:
+    """Write what `_make` made; returns the source's manifest rows, counts and errors."""
     from ..core.fsutil import write_bytes_atomic, write_text_atomic
 
-    try:
-        data = source.path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{source.path}: cannot read image ({e.strerror or e})") from e
-    rows: list = []
-    counts: Counter = Counter()
-    if opt.resume:
-        variants, original = _unfinished(source, data, opt, rows, counts)
-    else:
-        variants, original = tuple(range(opt.factor)), opt.keep_originals
-    if source.kind == "people":
-        from ..core.provenance import capture_info
-
-        task = PersonSource(source.rel, data, capture_info(source.path) or {}, variants, original, str(source.path))
-        result = augment_person_crop(task, settings=opt.settings, pipeline=pipeline)
-    else:
-        task = ImageSource(source.rel, data, source.sample, variants, original, str(source.path))
-        result = augment_labelled_image(task, settings=opt.settings, pipeline=pipeline)
+    if isinstance(made, dict):
+        return made
     overwrite = opt.overwrite or opt.resume  # resume replaces only unfinished outputs
-    for o in result.outputs:
-        if o.json_text is not None:  # the JSON first: never an image that looks finished without it
-            write_text_atomic(opt.out / json_rel(o.rel), o.json_text, overwrite=overwrite)
-        write_bytes_atomic(opt.out / o.rel, o.image, overwrite=overwrite)
-        rows.append(o.row)
-    counts.update(result.counts)
-    return {"rows": rows, "counts": dict(counts), "errors": []}
+    try:
+        for o in made.result.outputs:
+            if o.json_text is not None:  # the JSON first: never an image that looks finished without it
+                write_text_atomic(opt.out / json_rel(o.rel), o.json_text, overwrite=overwrite)
+            write_bytes_atomic(opt.out / o.rel, o.image, overwrite=overwrite)
+            made.rows.append(o.row)
+    except Exception as e:  # noqa: BLE001 - reported with the source, as in `_make`
+        return _failed(made.source, e)
+    made.counts.update(made.result.counts)
+    return {"rows": made.rows, "counts": dict(made.counts), "errors": []}
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +216,8 @@ def _init_worker(recipe: Recipe, opt: _RunOptions) -> None:
 
 
 def _work_in_worker(source: _Source) -> dict:
-    return _work(source, _WORKER["options"], _WORKER["pipeline"])
+    opt = _WORKER["options"]
+    return _write(_make(source, opt, _WORKER["pipeline"]), opt)
 
 
 def _start_method():
@@ -268,14 +291,33 @@ def _process_pool(sources, *, recipe: Recipe, opt: _RunOptions, workers: int):
 
 @contextlib.contextmanager
 def _in_process(sources, *, recipe: Recipe, opt: _RunOptions):
-    """The same work in this process, OpenCV pinned to one thread as in a pool process."""
+    """The same work in this process, OpenCV pinned to one thread as in a pool process.
+
+    One writer thread writes a source's files while the next source is made: writing a file is
+    mostly a system call, which runs beside the pixel work instead of after it. At most one
+    source waits to be written. The writer is never interrupted by Ctrl-C (only this thread
+    gets it), so a source's files are always written whole; leaving waits for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import cv2
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     pipeline = build_pipeline(recipe)
+
+    def results(writer):
+        writing = None
+        for s in sources:
+            made = _make(s, opt, pipeline)
+            if writing is not None:
+                yield writing.result()
+            writing = writer.submit(_write, made, opt)
+        if writing is not None:
+            yield writing.result()
+
     try:
-        yield (_work(s, opt, pipeline) for s in sources)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment-writer") as writer:
+            yield results(writer)
     finally:
         cv2.setNumThreads(threads)
 
