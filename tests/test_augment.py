@@ -419,7 +419,7 @@ def test_cli_augment_then_preview(tiny_dataset, tmp_path):
 
 
 def test_preview_marks_negatives_and_unlabeled_images(tiny_dataset, tmp_path):
-    from datatool.preview import write_preview
+    from datatool.augment.preview import write_preview
 
     p = write_preview(tiny_dataset, tmp_path / "g.png", n=16, cell=48)
     assert len(p.titles) == 6  # every image, since there are fewer than n
@@ -430,7 +430,7 @@ def test_preview_marks_negatives_and_unlabeled_images(tiny_dataset, tmp_path):
 def test_preview_with_a_recipe_shows_the_variants_augment_writes(tmp_path):
     import albumentations as A
 
-    from datatool.preview import preview_sheet
+    from datatool.augment.preview import preview_sheet
 
     recipe = write_recipe(tmp_path / "r.yaml", [A.HorizontalFlip(p=1.0)])
     src = one_face_dataset(tmp_path / "src", box=(0, 0, 20, 48))

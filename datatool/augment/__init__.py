@@ -6,6 +6,8 @@
 - `tasks`: the per-source functions any runner calls (a labelled image, a person crop): bytes in,
   every output's bytes, labelme JSON text and manifest row out.
 - `run`: `augment_dataset`, the local runner: plan, --resume, a standard process pool, writes.
+- `preview`: a contact sheet of a dataset, or of the variants a recipe would make of it
+  (`datatool preview`), imported on its own: `from datatool.augment.preview import write_preview`.
 """
 
 from .recipes import (ON_EMPTY, Recipe, build_pipeline, describe_recipe, list_recipes, load_recipe, recipe_path,
