@@ -71,6 +71,22 @@ def test_workers_1_and_2_write_byte_identical_outputs(tiny_dataset, tmp_path):
     assert "people/alice/a1__aug0002.jpg" in {r["output"] for r in rows}
 
 
+def test_a_pool_started_beside_another_thread_writes_the_same_bytes(tiny_dataset, tmp_path):
+    # With another thread alive, forking is unsafe: the pool starts from a forkserver instead
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        threaded = augment_dataset(tiny_dataset, out=tmp_path / "t", recipe="heavy", factor=3, seed=7, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    alone = augment_dataset(tiny_dataset, out=tmp_path / "a", recipe="heavy", factor=3, seed=7, workers=1)
+    assert not threaded.errors and digests(threaded.out) == digests(alone.out)
+
+
 def test_a_different_seed_gives_different_variants_and_a_rerun_the_same(tmp_path):
     src = one_face_dataset(tmp_path / "src")
     a = augment_dataset(src, out=tmp_path / "a", recipe="heavy", factor=2, seed=0, workers=1)

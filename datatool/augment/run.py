@@ -27,7 +27,7 @@ from pathlib import Path
 from ..core.errors import DatatoolError, ImageError, OutputExistsError
 from ..core.sample import Sample
 from .recipes import Recipe, build_pipeline, first_line, load_recipe
-from .tasks import (MANIFEST_COLUMNS, ImageSource, PersonSource, Settings, augment_labelled_image,
+from .tasks import (MANIFEST_COLUMNS, ImageSource, PersonSource, Settings, SourceResult, augment_labelled_image,
                     augment_person_crop, json_rel, manifest_row, name_digits, variant_rel)
 from .variants import variant_seed
 
@@ -146,7 +146,7 @@ class _Made:
     """One source's outputs, made and not yet written, with what --resume found finished."""
 
     source: _Source
-    result: object  # tasks.SourceResult
+    result: SourceResult
     rows: list
     counts: Counter
 
