@@ -19,9 +19,10 @@ run never leaves an image that looks finished without its annotation.
 
 from __future__ import annotations
 
+import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Mapping
 
 from ..core.errors import ImageError
@@ -40,12 +41,12 @@ def name_digits(factor: int) -> int:
 
 def variant_rel(rel: str, variant: int, digits: int) -> str:
     """Where variant `variant` of the source copied to `rel` goes: `images/a/b.png` -> `images/a/b__aug0007.jpg`."""
-    return f"{PurePosixPath(rel).with_suffix('').as_posix()}__aug{variant:0{digits}d}.jpg"
+    return f"{posixpath.splitext(rel)[0]}__aug{variant:0{digits}d}.jpg"
 
 
 def json_rel(rel: str) -> str:
-    """The labelme JSON beside an output image: same folder, same stem."""
-    return PurePosixPath(rel).with_suffix(".json").as_posix()
+    """The labelme JSON beside an output image (`rel` ends in an image extension): same folder, same stem."""
+    return posixpath.splitext(rel)[0] + ".json"
 
 
 @dataclass(frozen=True)
