@@ -8,7 +8,9 @@ recipe and the same images:
 - bare: the loop the seed projects write (cv2.imread once per image, then per variant
   Albumentations -> cv2.imwrite), with OpenCV pinned to one thread; no JSON, no seeds;
 - datatool augment with 1 worker (in-process) and with all cores (process pool, each worker
-  pinned to one OpenCV thread), originals not copied so both sides write the same images.
+  pinned to one OpenCV thread), originals not copied so both sides write the same images;
+- for reference, the bare loop writing a labelme JSON beside each variant too (plain
+  json.dumps + open/write): what the output format itself costs. Goals are against the bare loop.
 
 Prints variants/s and the ratios to the bare loop. Goals: >= 0.95x with 1 worker, >= 1.8x with
 2 workers on 2 quiet cores. Each figure is the best of --repeat runs (the machine may be shared:
@@ -55,7 +57,9 @@ def make_dataset(root: Path, n: int) -> None:
              "imageHeight": 480, "imageWidth": 640}))
 
 
-def bare_loop(src: Path, out: Path, recipe_name: str, factor: int) -> int:
+def bare_loop(src: Path, out: Path, recipe_name: str, factor: int, *, with_json: bool = False) -> int:
+    """The baseline; `with_json` also writes each variant's labelme JSON with a plain open/write
+    (what the output format costs, apart from anything facekit adds)."""
     import random
 
     import cv2
@@ -80,8 +84,18 @@ def bare_loop(src: Path, out: Path, recipe_name: str, factor: int) -> int:
             boxes = [b.xyxy for b in s.boxes]
             for v in range(factor):
                 r = pipeline(image=rgb, bboxes=boxes, box_index=list(range(len(boxes))))
-                cv2.imwrite(str(out / f"{s.image_path.stem}__aug{v:04d}.jpg"),
+                name = f"{s.image_path.stem}__aug{v:04d}"
+                cv2.imwrite(str(out / f"{name}.jpg"),
                             cv2.cvtColor(r["image"], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+                if with_json:
+                    h, w = r["image"].shape[:2]
+                    shapes = [{"label": "face", "points": [[float(b[0]), float(b[1])], [float(b[2]), float(b[3])]],
+                               "group_id": None, "description": "", "shape_type": "rectangle", "flags": {},
+                               "mask": None} for b in r["bboxes"]]
+                    with open(out / f"{name}.json", "w", encoding="utf-8") as f:
+                        f.write(json.dumps({"version": "6.3.1", "flags": {}, "shapes": shapes,
+                                            "imagePath": f"{name}.jpg", "imageData": None, "imageHeight": h,
+                                            "imageWidth": w}, indent=2))
                 n += 1
         return n
     finally:
@@ -118,13 +132,14 @@ def main() -> int:
         src = tmp / "src"
         make_dataset(src, args.images)
         runs = [("bare loop", lambda o: bare_loop(src, o, args.recipe, args.factor)),
-                ("augment --workers 1", lambda o: facekit(src, o, args.recipe, args.factor, 1))]
+                ("augment --workers 1", lambda o: facekit(src, o, args.recipe, args.factor, 1)),
+                ("bare loop + JSON", lambda o: bare_loop(src, o, args.recipe, args.factor, with_json=True))]
         if cores > 1:
             runs.append((f"augment --workers {cores}", lambda o: facekit(src, o, args.recipe, args.factor, cores)))
         os.sync()
-        for name, fn in runs[:2]:  # warm-up: first calls of OpenCV/Albumentations code paths, page cache
-            bare_loop(src, tmp / "warm-bare", args.recipe, 1) if name == "bare loop" else facekit(
-                src, tmp / "warm-augment", args.recipe, 1, 1)
+        # warm-up: first calls of OpenCV/Albumentations code paths, page cache
+        bare_loop(src, tmp / "warm-bare", args.recipe, 1)
+        facekit(src, tmp / "warm-augment", args.recipe, 1, 1)
         rates: dict[str, list[float]] = {name: [] for name, _ in runs}
         cpu: dict[str, list[float]] = {name: [] for name, _ in runs}  # CPU seconds per variant, workers included
         load_before = os.getloadavg()[0]
@@ -144,7 +159,7 @@ def main() -> int:
               f"{os.getloadavg()[0]:.2f} after")
         for name, _ in runs:
             r, c = max(rates[name]), min(cpu[name])
-            first = f"   (first run {rates[name][0] / base:.2f}x)" if len(runs) > 2 and name == runs[2][0] else ""
+            first = f"   (first run {rates[name][0] / base:.2f}x)" if len(runs) > 3 and name == runs[3][0] else ""
             print(f"  {name:<22} {r:8.1f} variants/s {r / base:5.2f}x bare loop   CPU {c * 1e3:5.2f} ms/variant "
                   f"({base_cpu / c:4.2f}x){first}")
         print("goals: >= 0.95x with 1 worker, >= 1.80x with 2 workers on 2 quiet cores")
