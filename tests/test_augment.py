@@ -71,6 +71,22 @@ def test_workers_1_and_2_write_byte_identical_outputs(tiny_dataset, tmp_path):
     assert "people/alice/a1__aug0002.jpg" in {r["output"] for r in rows}
 
 
+def test_a_pool_started_beside_another_thread_writes_the_same_bytes(tiny_dataset, tmp_path):
+    # With another thread alive, forking is unsafe: the pool starts from a forkserver instead
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        threaded = augment_dataset(tiny_dataset, out=tmp_path / "t", recipe="heavy", factor=3, seed=7, workers=2)
+    finally:
+        stop.set()
+        other.join()
+    alone = augment_dataset(tiny_dataset, out=tmp_path / "a", recipe="heavy", factor=3, seed=7, workers=1)
+    assert not threaded.errors and digests(threaded.out) == digests(alone.out)
+
+
 def test_a_different_seed_gives_different_variants_and_a_rerun_the_same(tmp_path):
     src = one_face_dataset(tmp_path / "src")
     a = augment_dataset(src, out=tmp_path / "a", recipe="heavy", factor=2, seed=0, workers=1)
@@ -308,25 +324,27 @@ def test_resume_after_an_interruption_finishes_only_what_is_missing(tiny_dataset
     import datatool.core.fsutil as fsutil
 
     clean = augment_dataset(tiny_dataset, out=tmp_path / "clean", recipe="default", factor=3, workers=1)
-    real, calls = fsutil.write_text_atomic, []
+    real, calls = fsutil.write_bytes_atomic, []
 
-    def interrupted(path, text, **kw):  # Ctrl-C between a variant's image and its JSON
-        if Path(path).parent.name == "images":  # not dataset.json
+    def interrupted(path, data, **kw):  # Ctrl-C between a variant's JSON and its image
+        if Path(path).suffix == ".jpg":
             calls.append(Path(path))
             if len(calls) == 6:
                 raise KeyboardInterrupt
-        return real(path, text, **kw)
+        return real(path, data, **kw)
 
-    monkeypatch.setattr(fsutil, "write_text_atomic", interrupted)
+    monkeypatch.setattr(fsutil, "write_bytes_atomic", interrupted)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         augment_dataset(tiny_dataset, out=out, recipe="default", factor=3, workers=1)
-    monkeypatch.setattr(fsutil, "write_text_atomic", real)
+    monkeypatch.setattr(fsutil, "write_bytes_atomic", real)
     assert not list(out.rglob(".facekit-tmp-*"))
     assert not (out / "manifest.csv").exists()
-    # the interrupted variant has its image but no JSON: not done. Also lose one finished variant.
-    assert calls[-1].exists() is False and calls[-1].with_suffix(".jpg").exists()
-    (out / "images" / "face_0__aug0001.json").unlink()
+    # The JSON is written first: the interrupted variant has its JSON but no image (not done), and
+    # no image is ever left without its JSON (it would read as an unlabeled image).
+    assert calls[-1].with_suffix(".json").exists() and not calls[-1].exists()
+    assert all(p.with_suffix(".json").exists() for p in (out / "images").glob("*.jpg"))
+    (out / "images" / "face_0__aug0001.jpg").unlink()  # also lose one finished variant
     (out / "images" / ".facekit-tmp-face_1__aug0000.jpg.x").write_bytes(b"half")  # left by a killed worker
     with pytest.raises(OutputExistsError, match="unfinished augment run: add --resume"):
         augment_dataset(tiny_dataset, out=out, recipe="default", factor=3, workers=1)
@@ -335,7 +353,7 @@ def test_resume_after_an_interruption_finishes_only_what_is_missing(tiny_dataset
     s = augment_dataset(tiny_dataset, out=out, recipe="default", factor=3, workers=2, resume=True)
     assert digests(out) == digests(clean.out)
     total = 5 * 4  # 5 labeled sources x (original + 3 variants)
-    done_before = len(calls) - 1 - 1  # JSONs finished before the interruption, minus the one deleted
+    done_before = len(calls) - 1 - 1  # images finished before the interruption, minus the one deleted
     assert (s.counts["resumed"], s.counts["variants"] + s.counts["originals"]) == (done_before, total)
     assert json.loads((out / "dataset.json").read_text())["complete"] is True
 
@@ -383,7 +401,8 @@ def test_a_corrupt_source_is_reported_and_the_rest_is_done(tiny_dataset, tmp_pat
     result = CliRunner().invoke(cli, ["augment", str(tiny_dataset), "--out", str(tmp_path / "out"),
                                       "--factor", "1", "--workers", "1", "--no-keep-originals"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "face_2.jpg: corrupt or unsupported image" in result.output
+    # named by its path; the reason's wording is core.images' (tested there)
+    assert f"Error: {tiny_dataset / 'images' / 'face_2.jpg'}: " in result.output
     assert len(list((tmp_path / "out" / "images").glob("*.json"))) == 4  # 3 faces + 1 negative
 
 
@@ -417,7 +436,7 @@ def test_cli_augment_then_preview(tiny_dataset, tmp_path):
 
 
 def test_preview_marks_negatives_and_unlabeled_images(tiny_dataset, tmp_path):
-    from datatool.preview import write_preview
+    from datatool.augment.preview import write_preview
 
     p = write_preview(tiny_dataset, tmp_path / "g.png", n=16, cell=48)
     assert len(p.titles) == 6  # every image, since there are fewer than n
@@ -428,7 +447,7 @@ def test_preview_marks_negatives_and_unlabeled_images(tiny_dataset, tmp_path):
 def test_preview_with_a_recipe_shows_the_variants_augment_writes(tmp_path):
     import albumentations as A
 
-    from datatool.preview import preview_sheet
+    from datatool.augment.preview import preview_sheet
 
     recipe = write_recipe(tmp_path / "r.yaml", [A.HorizontalFlip(p=1.0)])
     src = one_face_dataset(tmp_path / "src", box=(0, 0, 20, 48))
@@ -493,3 +512,86 @@ def test_people_variants_stay_with_their_original_in_an_identity_split(tmp_path)
         by_group.setdefault(rec["group"], set()).add(rec["split"])
     assert len(by_group) == 8  # 8 originals, each with its 3 variants
     assert all(len(splits) == 1 for splits in by_group.values()), by_group
+
+
+def test_a_recipe_cannot_run_code(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.yaml"
+    # a Python tag (what yaml.load would execute) and a transform name that is not a transform
+    path.write_text(f"transform: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(path)
+    path.write_text("transform: {__class_fullname__: os.system, command: 'true'}\n")
+    with pytest.raises(RecipeError, match="unknown transform 'os.system'"):
+        load_recipe(path)
+    assert not marker.exists()
+
+
+def test_save_recipe_round_trips_through_load_recipe(tmp_path):
+    import albumentations as A
+
+    from datatool.augment import describe_recipe, save_recipe
+
+    compose = A.Compose([A.HorizontalFlip(p=0.5)], bbox_params=A.BboxParams(format="pascal_voc"))
+    path = save_recipe(compose, tmp_path / "mine.yaml", facekit={"on_empty": "negative", "max_redraws": 0})
+    r = load_recipe(path)
+    assert (r.on_empty, r.max_redraws, describe_recipe(r)) == ("negative", 0, "HorizontalFlip")
+    with pytest.raises(OutputExistsError):
+        save_recipe(compose, path)
+
+
+def test_the_task_functions_make_exactly_the_files_augment_writes(tiny_dataset, tmp_path):
+    # The per-source functions are the seam a distributed runner calls: pure, picklable in and
+    # out, and what they return is byte for byte what the local runner writes.
+    import pickle
+
+    from datatool.augment import (ImageSource, PersonSource, Settings, augment_labelled_image,
+                                  augment_person_crop)
+    from datatool.core.provenance import stamp_jpeg
+    from datatool.dataset import load_dataset
+
+    crop = write_image(tmp_path / "c.jpg", 32, 32, seed=30).read_bytes()
+    (tiny_dataset / "people" / "bob").mkdir(parents=True)
+    (tiny_dataset / "people" / "bob" / "b.jpg").write_bytes(stamp_jpeg(crop, {"session": "s1", "person": "bob"}))
+    recipe = load_recipe("heavy")
+    s = augment_dataset(tiny_dataset, out=tmp_path / "out", recipe=recipe, factor=3, seed=4, workers=1)
+    written = digests(s.out)
+
+    settings = Settings.of(recipe, factor=3, seed=4, quality=95)
+    pipeline = build_pipeline(recipe)
+    made, rows = {}, []
+    for sample in load_dataset(tiny_dataset).labeled:
+        task = ImageSource(f"images/{sample.image_id}", Path(sample.image_path).read_bytes(), sample, (0, 1, 2))
+        assert pickle.loads(pickle.dumps(task)) == task
+        result = augment_labelled_image(task, settings=settings, pipeline=pipeline)
+        assert pickle.loads(pickle.dumps(result)) == result
+        again = augment_labelled_image(task, settings=settings, pipeline=build_pipeline(recipe))
+        assert again == result  # pure: a fresh pipeline, the same bytes
+        for o in result.outputs:
+            made[o.rel] = hashlib.sha256(o.image).hexdigest()
+            made[o.rel.rsplit(".", 1)[0] + ".json"] = hashlib.sha256(o.json_text.encode()).hexdigest()
+            rows.append(dict(o.row))
+    person = PersonSource("people/bob/b.jpg", (tiny_dataset / "people" / "bob" / "b.jpg").read_bytes(),
+                          {"session": "s1", "person": "bob"}, (0, 1, 2))
+    result = augment_person_crop(person, settings=settings, pipeline=pipeline)
+    assert all(o.json_text is None for o in result.outputs)
+    for o in result.outputs:
+        made[o.rel] = hashlib.sha256(o.image).hexdigest()
+        rows.append(dict(o.row))
+    assert made == {k: v for k, v in written.items() if k != "manifest.csv"}
+    assert sorted((str(r["output"]), str(r["seed"])) for r in rows) == sorted(
+        (r["output"], r["seed"]) for r in read_manifest(s.out / "manifest.csv"))
+
+
+def test_a_task_with_nothing_to_make_decodes_nothing(tiny_dataset):
+    from datatool.augment import ImageSource, Settings, augment_labelled_image
+    from datatool.dataset import load_dataset
+
+    sample = load_dataset(tiny_dataset).labeled[0]
+    # --resume found everything done: a corrupt file is not even decoded, the source still counts
+    task = ImageSource("images/x.jpg", b"not an image", sample, (), original=False)
+    result = augment_labelled_image(task, settings=Settings("r"), pipeline=None)
+    assert (result.outputs, result.counts["sources"]) == ((), 1)
+    with pytest.raises(DatatoolError, match=r"^images/x\.jpg: "):  # the error names the source
+        augment_labelled_image(ImageSource("images/x.jpg", b"not an image", sample, (0,)),
+                               settings=Settings("r"), pipeline=None)

@@ -1,4 +1,4 @@
-"""`datatool augment` and `datatool preview`: thin click wrappers over datatool.augment / preview."""
+"""`datatool augment` and `datatool preview`: thin click wrappers over datatool.augment (and its preview)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def preview(dataset, grid, n, seed, recipe, cell, overwrite):
       datatool preview datasets/me-aug --grid aug.png --n 16
       datatool preview datasets/me --grid heavy.png --recipe heavy --seed 1
     """
-    from ..preview import write_preview
+    from ..augment.preview import write_preview
 
     p = write_preview(dataset, grid, n=n, seed=seed, cell=cell, recipe=recipe, overwrite=overwrite)
     click.echo(f"{len(p.titles)} images -> {p.path} ({p.width}x{p.height})")

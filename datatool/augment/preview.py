@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core.errors import DatatoolError, ImageError, OutputExistsError
+from ..core.errors import DatatoolError, ImageError, OutputExistsError
 
 CELL = 256
 TITLE_H = 18  # the title strip `draw.contact_sheet` puts above each cell
@@ -48,7 +48,7 @@ def _fit(rgb, boxes, cell: int):
 
 
 def _drawn(rgb, boxes, cell: int):
-    from .core.draw import draw_boxes
+    from ..core.draw import draw_boxes
 
     rgb, boxes = _fit(rgb, boxes, cell)
     return draw_boxes(rgb, boxes, captions=[b.label for b in boxes])
@@ -66,13 +66,13 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
     """The contact sheet (RGB uint8 array) and the cells' titles and unreadable files.
 
     Without `recipe`: up to `n` images of the dataset, chosen by `seed`, sorted by key.
-    With `recipe` (a name, path or `augment.Recipe`): `n` variants of labeled images taken in an
+    With `recipe` (a name, path or `Recipe`): `n` variants of labeled images taken in an
     order shuffled by `seed` (each once before any repeats); cell i is variant i of its source,
     exactly as `augment_dataset(..., seed=seed)` would make it.
     """
-    from .dataset import load_dataset
-    from .core.draw import contact_sheet
-    from .core.images import load_rgb
+    from ..dataset import load_dataset
+    from ..core.draw import contact_sheet
+    from ..core.images import load_rgb
 
     if n < 1:
         raise DatatoolError(f"--n must be at least 1, got {n}")
@@ -100,8 +100,9 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
             titles.append(_title(prefix, name))
         return contact_sheet(images, titles=titles, cell=cell), tuple(titles), tuple(unreadable)
 
-    from .augment import Recipe, _decode, augment_image, build_pipeline, load_recipe, variant_seed
-    from .core.images import sha256_bytes
+    from .recipes import Recipe, build_pipeline, load_recipe
+    from .variants import augment_image, variant_seed
+    from ..core.images import decode_rgb, sha256_bytes
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     pipeline = build_pipeline(recipe)
@@ -117,7 +118,7 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
         if k not in decoded:
             try:
                 data = Path(s.image_path).read_bytes()
-                decoded[k] = (_decode(data, s.image_path), sha256_bytes(data))
+                decoded[k] = (decode_rgb(data, name=str(s.image_path)), sha256_bytes(data))
             except (OSError, ImageError):
                 decoded[k] = (None, "")
         rgb, sha = decoded[k]
@@ -138,7 +139,7 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
 def write_preview(dataset: Path, grid: Path, *, n: int = 16, seed: int = 0, cell: int = CELL, recipe=None,
                   overwrite: bool = False) -> Preview:
     """Write the contact sheet of `preview_sheet` to `grid` (PNG or JPEG by extension), atomically."""
-    from .core.draw import save_rgb
+    from ..core.draw import save_rgb
 
     grid = Path(grid)
     if grid.exists() and not overwrite:
