@@ -91,7 +91,8 @@ def prelabel(root: Path, *, detector="haar", labels=("face",), min_score: float 
             result.existing += 1
         else:
             todo.append(img)
-    det = detector if isinstance(detector, Detector) else get_detector(detector)
+    # a trained run reports every face scoring at least min_score (its own threshold without one)
+    det = detector if isinstance(detector, Detector) else get_detector(detector, threshold=min_score or None)
     result.detector = det.name
     try:
         for img in tqdm(todo, desc=f"prelabel ({det.name})", unit="image", file=sys.stderr,

@@ -31,41 +31,40 @@ def fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
-def heldout_sheet(out: Path, heldout: Path, predictions_csv: Path, threshold: float) -> tuple[Path | None, list[dict]]:
-    """Held-out images with the true box (green) and the model's box (orange, with its score)."""
+def heldout_sheet(out: Path, heldout: Path, predictions_json: Path, threshold: float) -> tuple[Path | None, list[dict]]:
+    """Held-out images with the true boxes (green) and every face the model found (orange, with
+    its score), matched as `trainer evaluate` matches them (IoU >= 0.5, best score first)."""
+    import numpy as np
+
     from datatool.dataset import load_dataset
     from datatool.core.draw import contact_sheet, draw_boxes, save_rgb
     from datatool.core.images import load_rgb
+    from trainer.metrics import match_faces
 
-    if not predictions_csv.is_file():
+    if not predictions_json.is_file():
         return None, []
-    preds = {}
-    with open(predictions_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            preds[Path(row["source"]).name] = row
+    preds = {Path(row["source"]).name: row for row in json.loads(predictions_json.read_text(encoding="utf-8"))}
     tiles, titles, rows = [], [], []
     for s in load_dataset(heldout).labeled:
         p = preds.get(s.image_path.name)
         if p is None:
             continue
+        found = p.get("detections") or []
+        boxes = [tuple(d["box"]) for d in found]
+        scores = [d["score"] for d in found]
         rgb = draw_boxes(load_rgb(s.image_path), s.boxes, color=(0, 200, 83), thickness=2)
-        score = float(p["score"])
-        if score >= threshold and p["x_min"]:
-            box = tuple(float(p[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
-            rgb = draw_boxes(rgb, [box], captions=[f"{score:.2f}"], color=(255, 145, 0), thickness=2)
-            ious = [b.iou(type(b)(*box)) for b in s.boxes]
-            best = max(ious) if ious else None
-        else:
-            best = None
+        if boxes:
+            rgb = draw_boxes(rgb, boxes, captions=[f"{v:.2f}" for v in scores], color=(255, 145, 0), thickness=2)
+        truth = np.array([b.xyxy for b in s.boxes], float).reshape(-1, 4)
+        m = match_faces(truth, np.array(boxes, float).reshape(-1, 4), np.array(scores, float),
+                        iou_threshold=0.5, threshold=threshold)
         tiles.append(rgb)
-        if not s.boxes:
-            verdict = "negative" + (f", false alarm {score:.2f}" if score >= threshold else "")
-        elif best is None:
-            verdict = f"missed (score {score:.2f})"
-        else:
-            verdict = f"IoU {best:.2f}"
+        verdict = f"{len(m['hits'])}/{len(s.boxes)} found"
+        if m["false_alarms"]:
+            verdict += f", {len(m['false_alarms'])} false"
         titles.append(f"{s.image_path.name} {verdict}")
-        rows.append({"image": s.image_path.name, "faces": len(s.boxes), "score": score, "iou": best})
+        rows.append({"image": s.image_path.name, "faces": len(s.boxes), "found": len(m["hits"]),
+                     "false_alarms": len(m["false_alarms"])})
     if not tiles:
         return None, rows
     path = out / "report" / "heldout_predictions.png"
@@ -92,7 +91,8 @@ def main(argv=None) -> int:
     test_m = load(rep / "test" / "metrics.json") or {}
     held_m = load(rep / "heldout" / "metrics.json") or {}
     history = list(csv.DictReader(open(run / "history.csv"))) if (run / "history.csv").is_file() else []
-    sheet, held_rows = heldout_sheet(out, args.heldout, out / "predictions" / "predictions.csv", args.threshold)
+    sheet, held_rows = heldout_sheet(out, args.heldout, out / "predictions" / "predictions.json", args.threshold)
+    why_scratch = rep / "imagenet_unavailable.txt"
 
     md: list[str] = []
     add = md.append
@@ -135,36 +135,55 @@ def main(argv=None) -> int:
         add(f"- backbone {config.get('backbone')} (alpha {config.get('alpha')}) at {config.get('image_size')} px, "
             f"weights `{config.get('weights')}`, {len(history)} of {fit.get('epochs')} epochs run"
             f"{' (early stopping)' if len(history) < int(fit.get('epochs') or 0) else ''}, batch {fit.get('batch_size')}")
+        add(f"- head `{config.get('head', 'single')}`"
+            + (": a face score and a box for every cell of the stride-8 and stride-16 feature maps, then "
+               "non-maximum suppression, so it finds every face" if config.get("head") == "dense" else
+               ": face presence and one box (the tutorials' model)"))
         if best:
+            iou = best.get("val_iou") or best.get("val_box_iou") or "nan"
             add(f"- best epoch {int(best['epoch']) + 1}: val loss {fmt(float(best['val_loss']))}, "
-                f"val box IoU {fmt(float(best.get('val_box_iou') or 'nan'))}")
+                f"val box IoU {fmt(float(iou))}")
         if config.get("weights") == "none":
-            add("- **Trained from scratch**: this machine cannot download ImageNet weights, so the backbone starts "
-                "from random weights. With internet, `--weights imagenet` (the default) gives the transfer-learning "
-                "path the seed projects use, which needs far fewer images; see the README.")
+            reason = why_scratch.read_text(encoding="utf-8").strip() if why_scratch.is_file() else ""
+            add("- **Trained from scratch**: the demo tried ImageNet weights first"
+                + (f" and could not get them ({reason})" if reason else "")
+                + ", so the backbone starts from random weights. With internet the demo takes the "
+                "transfer-learning path the seed projects use (`--weights imagenet`, the default), which needs "
+                "far fewer images; see the README.")
         add("")
         if (run / "curves.png").is_file():
             add("![training curves](../run/curves.png)\n")
 
     add("## Evaluation\n")
     if test_m or held_m:
-        add("| | images | presence accuracy | precision | recall | AUC | mean IoU (found) | faces found at IoU >= 0.5 | AP@0.5 | AP@[.5:.95] |")
-        add("|---|---|---|---|---|---|---|---|---|---|")
+        add("| | images | faces | found (score >= 0.5, IoU >= 0.5) | false alarms | AP@0.5 | AP@[.5:.95] | "
+            "AP@0.5 small / medium / large | presence AUC |")
+        add("|---|---|---|---|---|---|---|---|---|")
         for label, m in (("test split (augmented variants of unseen originals)", test_m),
                          ("held-out photos (faces never seen in training)", held_m)):
             if not m:
                 continue
-            p, loc = m.get("presence") or {}, m.get("localization") or {}
-            add(f"| {label} | {m.get('images')} | {fmt(p.get('accuracy'))} | {fmt(p.get('precision'))} | "
-                f"{fmt(p.get('recall'))} | {fmt(p.get('auc'))} | {fmt(loc.get('mean_iou'))} | "
-                f"{fmt(loc.get('face_recall'))} | {fmt(m.get('ap50'))} | {fmt(m.get('ap50_95'))} |")
-        add("\nA one-box model finds at most one face per image; images with two faces count the second as missed.\n")
+            p, f = m.get("presence") or {}, m.get("faces_found") or {}
+            add(f"| {label} | {m.get('images')} | {fmt(m.get('faces'))} | {fmt(f.get('found'))} | "
+                f"{fmt(f.get('false_alarms'))} | {fmt(m.get('ap50'))} | {fmt(m.get('ap50_95'))} | "
+                f"{fmt(m.get('ap50_small'))} / {fmt(m.get('ap50_medium'))} / {fmt(m.get('ap50_large'))} | "
+                f"{fmt(p.get('auc'))} |")
+        add("\nSizes are COCO's area ranges in the model's input pixels (small < 32², large > 96²); n/a: no face "
+            "of that size.\n")
+        for m in (test_m, held_m):
+            if m.get("note"):
+                add(f"Note: {m['note']}.\n")
+                break
         for label, pic in (("test", "test/pr_curve.png"), ("held-out", "heldout/pr_curve.png")):
             if (rep / pic).is_file():
                 add(f"**Precision-recall, {label}**\n\n![PR {label}]({pic})\n")
+        for label, pic in (("test", "test/worst.png"), ("held-out", "heldout/worst.png")):
+            if (rep / pic).is_file():
+                add(f"**The worst {label} images** (green: found, red: missed, orange: false alarm)\n\n"
+                    f"![worst {label}]({pic})\n")
     if sheet is not None:
         add("## Predictions on held-out photos\n")
-        add("Green: the true box. Orange: the model's box and presence score (shown when the score is at least "
+        add("Green: the true boxes. Orange: every face the model found, with its score (at least "
             f"{args.threshold}).\n")
         add("![held-out predictions](heldout_predictions.png)\n")
     add("## Where things are\n")

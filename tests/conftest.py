@@ -135,21 +135,44 @@ def identity_tfrecords(tmp_path_factory) -> Path:
     return out
 
 
-# --- trainer: one short fit shared by the evaluate / predict / export tests ---
+# --- trainer: one short fit per head, shared by the evaluate / predict / export tests ---
 
-TRAINED_RUN_ARGS = ["--weights", "none", "--image-size", "64", "--alpha", "0.35", "--epochs", "50",
-                    "--batch-size", "16", "--lr", "2e-3", "--patience", "30", "--seed", "0"]
+TRAINED_RUN_ARGS = ["--weights", "none", "--image-size", "64", "--alpha", "0.35", "--epochs", "30",
+                    "--batch-size", "16", "--lr", "3e-3", "--patience", "30", "--seed", "0"]
+# the one-box head as runs made before --head existed were: it must keep loading, predicting,
+# evaluating and exporting, so a short fit is enough
+SINGLE_RUN_ARGS = ["--head", "single", "--weights", "none", "--image-size", "64", "--alpha", "0.35",
+                   "--epochs", "4", "--batch-size", "16", "--lr", "2e-3", "--seed", "0"]
 
 
-@pytest.fixture(scope="session")
-def trained_run(detection_tfrecords, tmp_path_factory) -> Path:
-    """RUN of `trainer fit` (through its CLI) on `detection_tfrecords`: MobileNetV2 alpha 0.35 at
-    64 px from scratch (weights none, so one phase training everything), 50 epochs."""
+def _fit_run(tfdir: Path, run: Path, args) -> Path:
     from click.testing import CliRunner
 
     from trainer.cli import cli
 
-    run = tmp_path_factory.mktemp("trained") / "run"
-    result = CliRunner().invoke(cli, ["fit", str(detection_tfrecords), "--out", str(run), *TRAINED_RUN_ARGS])
+    result = CliRunner().invoke(cli, ["fit", str(tfdir), "--out", str(run), *args])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(detection_tfrecords, tmp_path_factory) -> Path:
+    """RUN of `trainer fit` (through its CLI) on `detection_tfrecords` with the default (dense)
+    head: MobileNetV2 alpha 0.35 at 64 px from scratch (weights none, so one phase training
+    everything), 30 epochs."""
+    return _fit_run(detection_tfrecords, tmp_path_factory.mktemp("trained") / "run", TRAINED_RUN_ARGS)
+
+
+@pytest.fixture(scope="session")
+def single_run(detection_tfrecords, tmp_path_factory) -> Path:
+    """RUN of a short `trainer fit --head single` (the tutorials' one-box model) on
+    `detection_tfrecords`, with `head` removed from its config.json as in runs made before heads
+    had names."""
+    import json
+
+    run = _fit_run(detection_tfrecords, tmp_path_factory.mktemp("single") / "run", SINGLE_RUN_ARGS)
+    config = json.loads((run / "config.json").read_text())
+    config.pop("head")
+    config["fit"].pop("head")
+    (run / "config.json").write_text(json.dumps(config))
     return run

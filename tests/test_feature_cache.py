@@ -38,7 +38,8 @@ def weights_file(tmp_path_factory):
 def _config(weights, **kw):
     from trainer.fit import FitConfig
 
-    return FitConfig(image_size=SIZE, alpha=ALPHA, weights=str(weights), batch_size=16, **kw)
+    # the one-box head: one tensor crosses each cut (tests/test_dense.py covers the dense head's two)
+    return FitConfig(image_size=SIZE, alpha=ALPHA, weights=str(weights), batch_size=16, **{"head": "single", **kw})
 
 
 def _compiled_model(weights, fine_tune_layers, **kw):

@@ -133,9 +133,9 @@ def test_two_phases_from_local_weights_resume_after_an_interrupt(detection_tfrec
         for got, want in zip(model.get_layer("backbone").get_layer(name).get_weights(),
                              source.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
-    # the fine-tuned top moved away from them
-    top = model.get_layer("backbone").get_layer("Conv_1").get_weights()[0]
-    assert not np.array_equal(top, source.get_layer("Conv_1").get_weights()[0])
+    # the fine-tuned top (the dense head's backbone stops at block_13_expand_relu) moved away
+    top = model.get_layer("backbone").get_layer("block_13_expand").get_weights()[0]
+    assert not np.array_equal(top, source.get_layer("block_13_expand").get_weights()[0])
     # and a finished run cannot be resumed again
     again = CliRunner().invoke(cli, ["fit", str(detection_tfrecords), "--out", str(run), "--resume"])
     assert again.exit_code == 1 and "already finished" in again.output

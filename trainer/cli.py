@@ -12,6 +12,7 @@ from datatool.core.clikit import CONTEXT, FacekitGroup
 
 from . import __version__
 from . import tasks as T
+from .export import FORMATS as EXPORT_FORMATS
 from .recognizer import MODES
 from .weights import BACKBONES
 
@@ -57,12 +58,13 @@ def main() -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate of the first phase.")
 @click.option("--fine-tune-layers", default=None, metavar="N|all",
               help="Backbone layers (Keras layers, from the top) to unfreeze in the second phase; "
-                   "'all' trains everything in one phase. Default: 10 for mobilenetv2, 4 for vgg16, "
-                   "'all' with --weights none.")
+                   "'all' trains everything in one phase. Default: the head's (dense: 12 for mobilenetv2, "
+                   "single: 10; 4 for vgg16), 'all' with --weights none.")
 @click.option("--fine-tune-epochs", type=int, default=5, show_default=True)
 @click.option("--fine-tune-lr", type=float, default=None, help="Learning rate of fine-tuning [default: lr/10].")
-@click.option("--box-weight", type=float, default=20.0, show_default=True,
-              help="Weight of the localization loss next to the presence BCE.")
+@click.option("--box-weight", type=float, default=None,
+              help="Weight of the box loss next to the face-score loss [default: the head's: dense 2 "
+                   "(GIoU next to focal loss), single 20 (next to the presence BCE)].")
 @click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience (epochs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--feature-cache/--no-feature-cache", default=True, show_default=True,
@@ -81,12 +83,15 @@ def main() -> None:
 def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr, fine_tune_layers,
         fine_tune_epochs, fine_tune_lr, box_weight, patience, seed, feature_cache, feature_cache_ram, task, head,
         overwrite, resume):
-    """Train a face detector (presence + one box) or, on `split --task identity` records, a face
-    recognizer (softmax over the people of labels.txt) on TFRecords from `datatool split`.
+    """Train a face detector or, on `split --task identity` records, a face recognizer (softmax
+    over the people of labels.txt) on TFRecords from `datatool split`.
 
+    The detector's default head, `--head dense`, scores every cell of the backbone's stride-8 and
+    stride-16 feature maps and regresses a box there, then keeps the best boxes (non-maximum
+    suppression): it finds every face, from about 16 px to the whole image. `--head single` is
+    the tutorials' model (face presence + one box, the largest face), kept for old runs.
     The backbone (without its top) is frozen while the heads train, then its top N layers are
-    fine-tuned at a lower learning rate. For images with several faces the one-box model learns
-    the largest. RUN gets model.keras (best validation loss), history.csv, curves.png, logs/
+    fine-tuned at a lower learning rate. RUN gets model.keras (best validation loss), history.csv, curves.png, logs/
     (TensorBoard) and config.json (everything needed to reproduce the fit). The frozen layers'
     output is computed once per image and the rest trained on it (in memory, or under
     RUN/feature_cache when large); --no-feature-cache runs every layer on every batch instead.
@@ -96,7 +101,8 @@ def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr
       trainer fit datasets/me-tf --out runs/me --backbone mobilenetv2 --epochs 10
       trainer fit datasets/me-tf --out runs/me-vgg --backbone vgg16 --image-size 120 \\
           --weights ~/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5
-      trainer fit datasets/me-tf --out runs/scratch --weights none --image-size 96 --epochs 30
+      trainer fit datasets/me-tf --out runs/scratch --weights none --image-size 96 --alpha 0.35 --epochs 20
+      trainer fit datasets/me-tf --out runs/one-box --head single
       trainer fit datasets/me-tf --out runs/me --resume
       trainer fit datasets/people-tf --out runs/people --task identity --image-size 160
     """
@@ -225,19 +231,24 @@ def _flags(names) -> str:
 
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite"]), default="tflite", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="tflite", show_default=True)
 @click.option("--quantize", is_flag=True, help="TFLite with int8 weights (dynamic-range quantization).")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
-              help="Output path [default: RUN/export/saved_model, model.tflite or model_int8.tflite].")
+              help="Output path [default: RUN/export/saved_model, model.tflite, model_int8.tflite or model.onnx].")
 @OVERWRITE
 def export(run, fmt, quantize, out, overwrite):
-    """Export a trained detector for serving or phones: a SavedModel or a TFLite model. Input:
-    RGB 0-255 at the model's size; outputs `presence` and `box` (normalized corners).
+    """Export a trained detector for serving or phones: a SavedModel, TFLite or ONNX. Input: RGB
+    0-255 at the model's size. A dense detector's SavedModel outputs `boxes`, `scores` (after NMS),
+    `presence` and `box`; its TFLite and ONNX files hold the network up to the per-cell scores and
+    boxes, with `<name>.json` beside them giving the NMS settings that `trainer.export.run_tflite` /
+    `run_onnx` apply (the same code as Keras). A one-box run outputs `presence` and `box`.
+    ONNX needs `pip install "facekit[onnx]"`.
 
     \b
     Example:
       trainer export runs/me --format saved_model
       trainer export runs/me --format tflite --quantize
+      trainer export runs/me --format onnx
     """
     from .export import export as run_export
 

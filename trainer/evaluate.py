@@ -1,5 +1,13 @@
-"""`trainer evaluate` for the one-box detector: a run on one split of a TFDIR -> `metrics.json` +
-`pr_curve.png` (the detection entry's `evaluate` in `trainer.tasks`, which picks a run's entry)."""
+"""`trainer evaluate` for face detectors: a run on one split of a TFDIR -> `metrics.json`,
+`pr_curve.png` and `worst.png` (the detection entries' `evaluate` in `trainer.tasks`, which picks a
+run's entry).
+
+Every face counts: a detector's `boxes` / `scores` outputs (the dense head: every face it finds,
+after NMS) are matched against every true box. COCO AP@0.5 and AP@[.5:.95] come from pycocotools,
+and AP@0.5 per COCO area range (small < 32^2 <= medium < 96^2 <= large) in the model's *input*
+pixels, which is what decides whether a face is small for the model. A one-box model (`--head
+single`) proposes one box per image; its metrics say how far that caps recall on the split.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +24,36 @@ from . import metrics as M
 ONE_BOX_NOTE = ("a one-box model finds at most one face per image: {multi} of {images} images here have "
                 "several faces, so face recall and AP cannot exceed {cap:.3f} (faces that are the largest "
                 "of their image / all faces)")
+WORST = 16  # images drawn in worst.png
+
+
+def _detections(out) -> tuple[list, list]:
+    """Per image of a batch: `(boxes (k, 4) normalized, corners ordered; scores (k,))`, every box
+    the model proposes (`boxes`/`scores`; zero scores pad K and are dropped), or its one box."""
+    if "boxes" in out and "scores" in out:
+        boxes, scores = np.asarray(out["boxes"], np.float64), np.asarray(out["scores"], np.float64)
+        return ([M.order_corners(np.clip(b[s > 0], 0, 1)) for b, s in zip(boxes, scores)],
+                [s[s > 0] for s in scores])
+    box = M.order_corners(np.clip(np.asarray(out["box"], np.float64), 0, 1))
+    return [b[None] for b in box], [np.asarray([v]) for v in np.asarray(out["presence"], np.float64).reshape(-1)]
 
 
 def predict_split(model, tfdir: Path, split: str, *, image_size: int, batch_size: int = 32) -> dict:
-    """Run the model over a split. Returns arrays: `scores` (n,), `pred` (n, 4) normalized xyxy
-    (corners ordered), `gt` list of (k_i, 4) normalized, `sizes` (n, 2) width/height, `ids`."""
+    """Run the model over a split. Returns: `scores` (n,) each image's best score, `pred` (n, 4)
+    its best box, `dets` / `det_scores` lists of every box (k_i, 4) and score (k_i,), `gt` list of
+    (n_i, 4), all normalized xyxy; `sizes` (n, 2) width/height; `ids`; `image_size`."""
     import tensorflow as tf
 
     ds = tdata.make_dataset(tfdir, split, image_size=image_size, batch_size=batch_size, with_meta=True)
-    scores, preds, gts, sizes, ids = [], [], [], [], []
+    dets, det_scores, gts, sizes, ids = [], [], [], [], []
+    one_box = True
     try:
         for images, _, meta in ds:
             out = model.predict_on_batch(images)  # a traced predict step, not eager calls
-            scores.append(np.asarray(out["presence"]).reshape(-1))
-            preds.append(M.order_corners(np.asarray(out["box"])))
+            one_box = one_box and "boxes" not in out
+            boxes, scores = _detections(out)
+            dets.extend(boxes)
+            det_scores.extend(scores)
             for b in meta["boxes"]:
                 gts.append(np.asarray(b).reshape(-1, 4))
             sizes.append(np.stack([np.asarray(meta["width"]), np.asarray(meta["height"])], axis=1))
@@ -38,8 +62,12 @@ def predict_split(model, tfdir: Path, split: str, *, image_size: int, batch_size
         raise DatatoolError(f"{tfdir}: {split} shards: cannot read records ({e.message.splitlines()[0]})") from e
     if not ids:
         raise DatatoolError(f"{tfdir}: the {split} split is empty")
-    return {"scores": np.concatenate(scores), "pred": np.concatenate(preds), "gt": gts,
-            "sizes": np.concatenate(sizes).astype(np.float64), "ids": ids}
+    best = [int(np.argmax(s)) if len(s) else -1 for s in det_scores]
+    return {"scores": np.asarray([s[k] if k >= 0 else 0.0 for s, k in zip(det_scores, best)]),
+            "pred": np.asarray([d[k] if k >= 0 else np.zeros(4) for d, k in zip(dets, best)]).reshape(-1, 4),
+            "dets": dets, "det_scores": det_scores, "gt": gts,
+            "sizes": np.concatenate(sizes).astype(np.float64), "ids": ids, "image_size": int(image_size),
+            "one_box": one_box}
 
 
 def compute_metrics(pred: dict, *, iou: float = 0.5, threshold: float = 0.5) -> dict:
@@ -49,17 +77,71 @@ def compute_metrics(pred: dict, *, iou: float = 0.5, threshold: float = 0.5) -> 
     pred_px = pred["pred"] * scale
     has_face = np.array([len(g) > 0 for g in gt_px])
     found = pred["scores"] >= threshold
-    out = {"images": len(gt_px), "images_with_faces": int(has_face.sum()),
+    out = {"images": len(gt_px), "images_with_faces": int(has_face.sum()), "faces": int(sum(map(len, gt_px))),
            "presence": M.presence_metrics(has_face, pred["scores"], threshold=threshold),
            "localization": M.localization_metrics(gt_px, pred_px, found, iou_threshold=iou)}
-    ap = M.coco_ap(gt_px, [p[None] for p in pred_px], [[s] for s in pred["scores"]])
-    out["ap50"], out["ap50_95"] = ap["ap50"], ap["ap50_95"]
+    s = pred["image_size"]  # AP in the model's input pixels: what makes a face small for it
+    ap = M.coco_ap([g * s for g in pred["gt"]], [d * s for d in pred["dets"]], pred["det_scores"])
+    out.update({k: v for k, v in ap.items() if k != "pr50"})
+    matches = [M.match_faces(g, d, sc, iou_threshold=iou, threshold=threshold)
+               for g, d, sc in zip(pred["gt"], pred["dets"], pred["det_scores"])]
+    hits = sum(len(m["hits"]) for m in matches)
+    out["faces_found"] = {"threshold": threshold, "iou_threshold": iou, "found": hits,
+                          "missed": sum(len(m["missed"]) for m in matches),
+                          "false_alarms": sum(len(m["false_alarms"]) for m in matches),
+                          "recall": hits / out["faces"] if out["faces"] else None}
     multi = int(sum(len(g) > 1 for g in gt_px))
-    faces = int(sum(len(g) for g in gt_px))
-    if multi:
-        out["note"] = ONE_BOX_NOTE.format(multi=multi, images=len(gt_px), cap=int(has_face.sum()) / faces)
+    if pred.get("one_box") and multi:
+        out["note"] = ONE_BOX_NOTE.format(multi=multi, images=len(gt_px), cap=int(has_face.sum()) / out["faces"])
     out["_pr50"] = ap["pr50"]
+    out["_matches"] = matches
     return out
+
+
+def worst_images(metrics: dict, pred: dict, *, n: int = WORST) -> list[int]:
+    """Indices of the `n` images with the most misses + false alarms (ties: the lowest best IoU)."""
+    def badness(k):
+        m = metrics["_matches"][k]
+        errors = len(m["missed"]) + len(m["false_alarms"])
+        g, d = pred["gt"][k], pred["dets"][k]
+        best = float(M.iou_matrix(d, g).max()) if len(g) and len(d) else 0.0
+        return (-errors, best)
+
+    bad = [k for k in range(len(pred["ids"])) if metrics["_matches"][k]["missed"] or metrics["_matches"][k]["false_alarms"]]
+    return sorted(bad, key=badness)[:n]
+
+
+def plot_worst(metrics: dict, pred: dict, tfdir: Path, split: str, path: Path, *, batch_size: int = 32) -> int:
+    """`worst.png`: the images with the most errors at the metrics' threshold and IoU, each drawn
+    at the model's input size: found faces green, missed faces red, false alarms orange. Returns
+    how many images it shows (0: nothing wrong, no file written)."""
+    from datatool.core.draw import contact_sheet, draw_boxes, save_rgb
+
+    chosen = worst_images(metrics, pred)
+    if not chosen:
+        return 0
+    want, drawn = set(chosen), {}
+    s = pred["image_size"]
+    ds = tdata.make_dataset(tfdir, split, image_size=s, batch_size=batch_size)
+    k = 0
+    for images, _ in ds:  # the same order as predict_split (no shuffle)
+        for img in np.asarray(images):
+            if k in want:
+                m = metrics["_matches"][k]
+                g, d, sc = pred["gt"][k] * s, pred["dets"][k] * s, pred["det_scores"][k]
+                rgb = np.clip(img, 0, 255).astype(np.uint8)
+                rgb = draw_boxes(rgb, [g[j] for j in m["missed"]], color=(230, 40, 40), thickness=1)
+                rgb = draw_boxes(rgb, [d[j] for j in m["false_alarms"]], color=(255, 150, 0), thickness=1,
+                                 captions=[f"{sc[j]:.2f}" for j in m["false_alarms"]])
+                rgb = draw_boxes(rgb, [d[j] for j in m["hits"]], color=(0, 200, 80), thickness=1)
+                drawn[k] = rgb
+            k += 1
+        if len(drawn) == len(want):
+            break
+    titles = [f"{Path(pred['ids'][k]).name}: {len(metrics['_matches'][k]['missed'])} missed, "
+              f"{len(metrics['_matches'][k]['false_alarms'])} false" for k in chosen]
+    save_rgb(path, contact_sheet([drawn[k] for k in chosen], titles=titles, cell=max(128, min(256, 2 * s)), cols=4))
+    return len(chosen)
 
 
 def plot_pr(metrics: dict, pred: dict, path: Path, *, title: str) -> None:
@@ -108,7 +190,9 @@ def evaluate_detection(run: Path, tfdir: Path, *, model, config: dict, split: st
     out = Path(out) if out else Path(run)
     out.mkdir(parents=True, exist_ok=True)
     plot_pr(metrics, pred, out / "pr_curve.png", title=f"{Path(run).name} on {split} ({metrics['images']} images)")
+    metrics["worst_images"] = plot_worst(metrics, pred, tfdir, split, out / "worst.png", batch_size=batch_size)
     metrics.pop("_pr50")
+    metrics.pop("_matches")
     metrics.update(split=split, tfdir=str(Path(tfdir).resolve()), run=str(Path(run).resolve()),
                    record_sha256=tdata.record_hash(tfdir))
     write_json_atomic(out / "metrics.json", metrics)
@@ -124,8 +208,16 @@ def summary_lines(m: dict) -> list[str]:
         f"F1 {p['f1']:.3f}  AUC {_fmt(p['auc'])}  (threshold {p['threshold']:g})",
         f"boxes      mean IoU {_fmt(loc['mean_iou'])} on {loc['images_found']} faces found;  "
         f"IoU >= {loc['iou_threshold']:g}: {_fmt(loc['found_iou_ge'])} of found, face recall {_fmt(loc['face_recall'])}",
-        f"AP         AP@0.5 {_fmt(m['ap50'])}  AP@[.5:.95] {_fmt(m['ap50_95'])}",
+        f"AP         AP@0.5 {_fmt(m['ap50'])}  AP@[.5:.95] {_fmt(m['ap50_95'])}  AP@0.5 by face size in "
+        f"input pixels: small {_fmt(m.get('ap50_small'))}  medium {_fmt(m.get('ap50_medium'))}  "
+        f"large {_fmt(m.get('ap50_large'))}",
     ]
+    f = m.get("faces_found")
+    if f:
+        lines.append(f"faces      {f['found']} of {m['faces']} found, {f['missed']} missed, {f['false_alarms']} false "
+                     f"alarms (score >= {f['threshold']:g}, IoU >= {f['iou_threshold']:g})")
+    if m.get("worst_images"):
+        lines.append(f"worst      the {m['worst_images']} images with the most errors: worst.png")
     if m.get("note"):
         lines.append(f"note: {m['note']}")
     return lines

@@ -27,6 +27,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,6 @@ from datatool.core.fsutil import command_line, prepare_output_dir, versions, wri
 
 from . import data as tdata
 from . import tasks
-from .models import DEFAULT_FINE_TUNE_LAYERS
 
 HISTORY = "history.csv"
 
@@ -60,7 +60,7 @@ class FitConfig:
     fine_tune_layers: int | str | None = None
     fine_tune_epochs: int = 5
     fine_tune_lr: float | None = None
-    box_weight: float = 20.0
+    box_weight: float | None = None  # None: the head's (trainer.tasks.Task.box_weight)
     patience: int = 5
     seed: int = 0
     task: str | None = None  # None: the records' task
@@ -74,8 +74,11 @@ class FitConfig:
 
     def resolved_fine_tune_layers(self):
         if self.fine_tune_layers is None:
-            return "all" if self.from_scratch else DEFAULT_FINE_TUNE_LAYERS[self.backbone]
+            return "all" if self.from_scratch else tasks.get(self.task, self.head).fine_tune_layers[self.backbone]
         return self.fine_tune_layers
+
+    def resolved_box_weight(self) -> float:
+        return tasks.get(self.task, self.head).box_weight if self.box_weight is None else float(self.box_weight)
 
     def phases(self) -> list[dict]:
         """`[{name, fine_tune_layers, epochs, lr}]` in order."""
@@ -254,9 +257,11 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
 
     run = Path(run)
     monitor = "val_loss" if val_ds is not None else "loss"
-    compile_for_phase(model, config, fine_tune_layers=phase["fine_tune_layers"], lr=phase["lr"])
-    fit_model, fit_train, fit_val = model, train_ds, val_ds
-    cached = (cache.prepare(model, phase=phase["name"], fine_tune_layers=phase["fine_tune_layers"])
+    # what trains: the model, or its training twin (same layers, e.g. without the dense head's NMS)
+    trained = tasks.get(config.task, config.head).training_model(model)
+    compile_for_phase(trained, config, fine_tune_layers=phase["fine_tune_layers"], lr=phase["lr"])
+    fit_model, fit_train, fit_val = trained, train_ds, val_ds
+    cached = (cache.prepare(trained, phase=phase["name"], fine_tune_layers=phase["fine_tune_layers"])
               if cache is not None else None)
     if cached is not None:
         fit_model, fit_train, fit_val = cached.model, cached.train, cached.val
@@ -281,6 +286,10 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
             pass
     else:
         _trim_history(run, initial_epoch)
+    if verbose == "auto":
+        # a progress bar on a terminal; one line per epoch in a log (`make demo > log`), where
+        # Keras would otherwise print a line per step
+        verbose = 1 if sys.stdout.isatty() else 2
     with warnings.catch_warnings():
         # The record pipeline has no declared length (the batch order depends on that), so Keras
         # learns the epoch's end by running out of data and warns about it: expected, not a problem.
@@ -348,7 +357,7 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
                   "input": {"size": [config.image_size, config.image_size, 3], "range": "RGB 0-255"}}
         write_json_atomic(run / "config.json", record)
 
-    targets = task.targets(num_classes)
+    targets = task.targets(model, num_classes)
     train_ds = tdata.make_dataset(tfdir, "train", image_size=config.image_size, batch_size=config.batch_size,
                                   targets=targets, shuffle=True, seed=config.seed)
     val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size,

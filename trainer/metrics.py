@@ -78,12 +78,18 @@ def localization_metrics(gt_boxes, pred_boxes, found, *, iou_threshold: float = 
             "face_recall": matched / total if total else None, "faces": total, "iou_threshold": iou_threshold}
 
 
+# COCO's area ranges (pixels squared): small < 32^2 <= medium < 96^2 <= large
+AREA_RANGES = ("small", "medium", "large")
+
+
 def coco_ap(gt_boxes, det_boxes, det_scores) -> dict:
     """COCO box AP over a set of images (pycocotools; category 'face').
 
     `gt_boxes[i]` `(n_i, 4)`, `det_boxes[i]` `(k_i, 4)`, `det_scores[i]` `(k_i,)` for image i,
-    xyxy. Returns `ap50`, `ap50_95` (None without any true box) and `pr50`: `(recall, precision)`
-    arrays of the interpolated curve at IoU 0.5.
+    xyxy. Returns `ap50`, `ap50_95` (None without any true box), `ap50_small`, `ap50_medium`,
+    `ap50_large` (AP@0.5 over the faces of COCO's area ranges, in the boxes' own pixels; None where
+    the range holds no true face) and `pr50`: `(recall, precision)` arrays of the interpolated
+    curve at IoU 0.5.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -97,11 +103,11 @@ def coco_ap(gt_boxes, det_boxes, det_scores) -> dict:
         for b, s in zip(order_corners(dets), np.asarray(scores, np.float64).ravel()):
             results.append({"image_id": i, "category_id": 1, "score": float(s),
                             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
-    empty = {"ap50": None, "ap50_95": None, "pr50": (np.zeros(0), np.zeros(0))}
+    by_range = {f"ap50_{r}": None for r in AREA_RANGES}
     if not annotations:
-        return empty
+        return {"ap50": None, "ap50_95": None, **by_range, "pr50": (np.zeros(0), np.zeros(0))}
     if not results:
-        return {"ap50": 0.0, "ap50_95": 0.0, "pr50": (np.zeros(0), np.zeros(0))}
+        return {"ap50": 0.0, "ap50_95": 0.0, **by_range, "pr50": (np.zeros(0), np.zeros(0))}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         gt = COCO()
         gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "face"}]}
@@ -109,13 +115,42 @@ def coco_ap(gt_boxes, det_boxes, det_scores) -> dict:
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "bbox")
         ev.params.imgIds = [im["id"] for im in images]
+        # every face an image holds counts: COCO's default stops at 100 detections per image
+        ev.params.maxDets = [1, 10, max(100, max(len(d) for d in det_boxes))]
         ev.evaluate()
         ev.accumulate()
-    # precision: [iou thresholds, recall thresholds, categories, area ranges, max dets]; 'all', 100
-    p = ev.eval["precision"][:, :, 0, 0, -1]
+    # precision: [iou thresholds, recall thresholds, categories, area ranges (all, small, medium,
+    # large), max dets]
+    prec = ev.eval["precision"]
+    p = prec[:, :, 0, 0, -1]
 
     def mean_valid(x):
         v = x[x > -1]
         return float(v.mean()) if v.size else 0.0
 
-    return {"ap50": mean_valid(p[0]), "ap50_95": mean_valid(p), "pr50": (np.asarray(ev.params.recThrs), np.where(p[0] > -1, p[0], 0.0))}
+    for k, r in enumerate(AREA_RANGES, start=1):
+        v = prec[0, :, 0, k, -1]
+        by_range[f"ap50_{r}"] = float(v[v > -1].mean()) if (v > -1).any() else None
+    return {"ap50": mean_valid(p[0]), "ap50_95": mean_valid(p), **by_range,
+            "pr50": (np.asarray(ev.params.recThrs), np.where(p[0] > -1, p[0], 0.0))}
+
+
+def match_faces(gts, dets, scores, *, iou_threshold: float = 0.5, threshold: float = 0.5) -> dict:
+    """One image's faces and detections matched greedily by score (as COCO does), counting only
+    detections scoring at least `threshold`. Returns index lists: `hits` (detections that found a
+    face), `false_alarms` (detections matching no face), `missed` (faces no detection found)."""
+    gts = order_corners(gts)
+    keep = [k for k in np.argsort(-np.asarray(scores, np.float64).ravel(), kind="stable") if scores[k] >= threshold]
+    ious = iou_matrix(np.asarray(dets).reshape(-1, 4)[keep], gts) if len(keep) and len(gts) else None
+    taken, hits, false_alarms = set(), [], []
+    for row, k in enumerate(keep):
+        best, best_iou = None, iou_threshold
+        for j in range(len(gts)):
+            if j not in taken and ious is not None and ious[row, j] >= best_iou:
+                best, best_iou = j, ious[row, j]
+        if best is None:
+            false_alarms.append(int(k))
+        else:
+            taken.add(best)
+            hits.append(int(k))
+    return {"hits": hits, "false_alarms": false_alarms, "missed": [j for j in range(len(gts)) if j not in taken]}

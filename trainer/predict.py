@@ -1,8 +1,9 @@
 """`trainer predict`: a trained detector on images, folders, video files, or a live camera.
 
 Outputs in OUT: annotated copies (`annotated/<name>.jpg`; a video becomes `<name>.annotated.mp4`),
-`predictions.csv` and `predictions.json` (one row per image or video frame: the best face's score
-and box in pixels, whether it counts as a face at `--threshold`). The faces come from
+`predictions.csv` and `predictions.json` (one row per image or video frame: how many faces score at
+least `--threshold`, the best face's score and box in pixels; the JSON lists every such face under
+`detections`). The faces come from
 `trainer.detector.RunDetector`, the detector `datatool prelabel --detector RUN` uses too; every
 face at or above `--threshold` is drawn.
 """
@@ -22,7 +23,7 @@ from datatool.core.fsutil import prepare_output_dir, write_text_atomic
 from datatool.core.images import is_image
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
-FIELDS = ["source", "frame", "width", "height", "score", "face", "x_min", "y_min", "x_max", "y_max"]
+FIELDS = ["source", "frame", "width", "height", "faces", "score", "face", "x_min", "y_min", "x_max", "y_max"]
 
 
 def collect_inputs(inputs) -> list[tuple[Path, str, str]]:
@@ -68,13 +69,16 @@ def annotate(rgb, dets, *, threshold: float):
 
 
 def _row(source: str, frame, rgb, dets, threshold) -> dict:
-    """One row per image or frame: its best face (score 0 and an empty box when the model
-    proposes none)."""
+    """One row per image or frame: how many faces score at least `threshold`, its best face
+    (score 0 and an empty box when the model proposes none), and every face found under
+    `detections` (score, box in pixels)."""
     h, w = rgb.shape[:2]
     score, box = (dets[0].score, dets[0].box.xyxy) if dets else (0.0, (0.0, 0.0, 0.0, 0.0))
-    return {"source": source, "frame": frame, "width": w, "height": h, "score": round(score, 6),
-            "face": bool(dets) and score >= threshold, "x_min": round(box[0], 2), "y_min": round(box[1], 2),
-            "x_max": round(box[2], 2), "y_max": round(box[3], 2)}
+    found = [d for d in dets if d.score >= threshold]
+    return {"source": source, "frame": frame, "width": w, "height": h, "faces": len(found),
+            "score": round(score, 6), "face": bool(found), "x_min": round(box[0], 2), "y_min": round(box[1], 2),
+            "x_max": round(box[2], 2), "y_max": round(box[3], 2),
+            "detections": [{"score": round(d.score, 6), "box": [round(v, 2) for v in d.box.xyxy]} for d in found]}
 
 
 def predict_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, overwrite: bool = False,
@@ -179,8 +183,9 @@ def write_tables(rows: list[dict], out: Path) -> None:
 
 def summary(rows: list[dict], *, threshold: float, out: Path) -> str:
     """The line `trainer predict` prints after a detector's run over files."""
-    faces = sum(r["face"] for r in rows)
-    return (f"{len(rows)} images/frames, {faces} with a face (score >= {threshold:g}); "
+    with_face = sum(r["face"] for r in rows)
+    faces = sum(r["faces"] for r in rows)
+    return (f"{len(rows)} images/frames, {with_face} with a face, {faces} faces in all (score >= {threshold:g}); "
             f"wrote {out}/predictions.csv, predictions.json and annotated copies")
 
 
@@ -194,6 +199,7 @@ def live(run: Path, source: str, *, threshold: float = 0.5, max_frames: int | No
 
     def step(rgb):
         dets = detector.detect(rgb)
-        return annotate(rgb, dets, threshold=threshold), f"score {dets[0].score if dets else 0.0:.2f}"
+        faces = sum(d.score >= threshold for d in dets)
+        return annotate(rgb, dets, threshold=threshold), f"{faces} face{'s' * (faces != 1)}"
 
     return liveview.run(source, f"trainer predict - {Path(run).name}", step, max_frames=max_frames)

@@ -9,8 +9,14 @@ branching on its task. An entry is keyed by the records' task (`detection`, `ide
   task alike); `config` is a `trainer.fit.FitConfig`;
 - `compile(model, *, lr, config)`: optimizer, losses, loss weights and metrics (what trains is
   set before, by `set_trainable`, the same for every task);
-- `targets(num_classes)`: the tf.data targets, a function from a parsed record to
-  `{output name: tensor}` (`trainer.data.make_dataset(targets=...)`);
+- `targets(model, num_classes)`: the tf.data targets, a function from a parsed record to
+  `{output name: tensor}` (`trainer.data.make_dataset(targets=...)`); `model` is the built
+  model, whose shape some targets follow (the dense head's grid of cells);
+- `training_model(model)`: what `fit` compiles and trains (the model itself, or a twin sharing
+  its layers without parts that have nothing to learn, e.g. the dense head's NMS); the model
+  saved is always the full one;
+- `fine_tune_layers`: `--fine-tune-layers` default per backbone; `box_weight`: `--box-weight`
+  default;
 - `num_classes(data_info, tfdir)`: classes of the head, checked against the records;
 - `panels`: `curves.png` panels, `(history key, title)`; `outputs`: the saved model's outputs,
   described in `config.json`; `scratch_bn_momentum`: BatchNorm momentum from scratch;
@@ -41,6 +47,7 @@ from datatool.core.errors import DatatoolError
 from . import data as tdata
 from . import evaluate as detection_eval
 from . import identity, predict, recognizer
+from .models import DEFAULT_FINE_TUNE_LAYERS
 
 DEFAULT_TASK = "detection"
 
@@ -70,6 +77,9 @@ class Task:
     predict_summary: Callable
     predict_options: tuple = field(default=())
     scratch_bn_momentum: float = 0.9
+    training_model: Callable = field(default=lambda model: model)
+    fine_tune_layers: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_FINE_TUNE_LAYERS))
+    box_weight: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +101,7 @@ def _compile_single(model, *, lr: float, config) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss={"presence": keras.losses.BinaryCrossentropy(), "box": localization_loss},
-        loss_weights={"presence": 1.0, "box": config.box_weight},
+        loss_weights={"presence": 1.0, "box": config.resolved_box_weight()},
         metrics={"presence": [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
                  "box": [MaskedIoU(name="iou")]},
     )
@@ -100,7 +110,7 @@ def _compile_single(model, *, lr: float, config) -> None:
 SINGLE = Task(
     name="detection", head="single", title="face detector",
     build=_build_single, compile=_compile_single,
-    targets=lambda num_classes: tdata.box_targets,
+    targets=lambda model, num_classes: tdata.box_targets,
     num_classes=lambda data_info, tfdir: 0,
     panels=(("loss", "total loss"), ("presence_loss", "presence loss (BCE)"), ("box_loss", "box loss"),
             ("presence_auc", "presence AUC"), ("presence_accuracy", "presence accuracy"), ("box_iou", "box IoU")),
@@ -112,6 +122,63 @@ SINGLE = Task(
     # would still be near their initial values after the whole fit, and validation (which uses
     # them) stays stuck. 0.9 settles within a few dozen steps.
     scratch_bn_momentum=0.9,
+    # seed 004's weighting: the box loss is a few hundredths when the presence loss is ~0.5
+    box_weight=20.0,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# detection, dense head: a score and a box per feature-map cell, then NMS (every face)
+
+
+def _build_dense(config, *, num_classes: int = 0):
+    from .dense import build_dense_detector
+
+    return build_dense_detector(backbone=config.backbone, image_size=config.image_size, alpha=config.alpha,
+                                weights=config.weights)
+
+
+def _compile_dense(model, *, lr: float, config) -> None:
+    import keras
+
+    from .dense import compile_dense
+
+    compile_dense(model, optimizer=keras.optimizers.Adam(lr), box_weight=config.resolved_box_weight())
+
+
+def _dense_targets(model, num_classes: int):
+    from .dense import encode_targets, grid_of
+
+    grid = grid_of(model)
+
+    def targets(record) -> dict:
+        return {"cells": encode_targets(record["boxes"], grid)}
+
+    return targets
+
+
+def _dense_training_model(model):
+    from .dense import training_model
+
+    return training_model(model)
+
+
+DENSE = Task(
+    name="detection", head="dense", title="face detector",
+    build=_build_dense, compile=_compile_dense, targets=_dense_targets,
+    num_classes=lambda data_info, tfdir: 0,
+    panels=(("loss", "total loss (focal + GIoU)"), ("iou", "IoU of face cells' boxes"),
+            ("cell_recall", "face cells scored >= 0.5")),
+    outputs={"boxes": "(K, 4) x_min, y_min, x_max, y_max normalized to [0, 1], after NMS, best first",
+             "scores": "(K,) face probability of each box; 0 pads K",
+             "presence": "the best score", "box": "the best box"},
+    evaluate=detection_eval.evaluate_detection, summary_lines=detection_eval.summary_lines, report="pr_curve.png",
+    predict=predict.predict_paths, live=predict.live, predict_summary=predict.summary,
+    training_model=_dense_training_model,
+    # the dense backbone stops at stride 16: 12 layers from its top cut cleanly at block_11_add
+    fine_tune_layers={"mobilenetv2": 12, "vgg16": 4},
+    # focal and GIoU losses are of a size: measured on the demo data (bench/dense_probe.py)
+    box_weight=2.0,
 )
 
 
@@ -132,7 +199,7 @@ def _evaluate_identity(run, tfdir, *, iou: float, **kwargs) -> dict:
 SOFTMAX = Task(
     name="identity", head="softmax", title="recognizer",
     build=_build_identity, compile=lambda model, *, lr, config: identity.compile_identity(model, lr=lr),
-    targets=identity.one_hot_targets, num_classes=identity.people,
+    targets=lambda model, num_classes: identity.one_hot_targets(num_classes), num_classes=identity.people,
     panels=tuple(identity.CURVE_PANELS), outputs=identity.OUTPUTS,
     evaluate=_evaluate_identity, summary_lines=identity.summary_lines, report="confusion_matrix.png",
     predict=recognizer.predict_identity_paths, live=recognizer.live_identity, predict_summary=recognizer.summary,
@@ -144,9 +211,9 @@ SOFTMAX = Task(
 )
 
 
-TASKS: dict[tuple[str, str], Task] = {(t.name, t.head): t for t in (SINGLE, SOFTMAX)}
+TASKS: dict[tuple[str, str], Task] = {(t.name, t.head): t for t in (DENSE, SINGLE, SOFTMAX)}
 # the head `trainer fit` gives a task when --head is not given
-DEFAULT_HEAD = {"detection": "single", "identity": "softmax"}
+DEFAULT_HEAD = {"detection": "dense", "identity": "softmax"}
 # the head of a run whose config.json names none (made before heads had names); never changes
 HEAD_OF_OLD_RUNS = {"detection": "single", "identity": "softmax"}
 TASK_NAMES = tuple(DEFAULT_HEAD)

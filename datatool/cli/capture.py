@@ -92,8 +92,9 @@ def capture(dataset, source, count, interval, countdown, size, quality, preview,
 @detector_option()
 @click.option("--labels", default="face", show_default=True, metavar="L1,L2",
               help="Label list; detected boxes get the first one.")
-@click.option("--min-score", default=0.0, show_default=True, type=float,
-              help="Drop detections below this score (mtcnn and runs: 0-1; haar: cascade weight).")
+@click.option("--min-score", "--threshold", "min_score", default=0.0, show_default=True, type=float,
+              help="Drop detections below this score (mtcnn and runs: 0-1; haar: cascade weight). A trained "
+                   "run reports every face scoring at least this (0: the run's own threshold, 0.5).")
 @click.option("--write-empty", is_flag=True,
               help="Also write an empty JSON (a negative) where nothing is found; by default such "
                    "images stay unlabeled for you to check.")

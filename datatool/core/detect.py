@@ -93,8 +93,11 @@ class MtcnnDetector(Detector):
         return best_first(dets)
 
 
-def get_detector(spec: str) -> Detector:
-    """The detector named by a `--detector` value: `haar`, `mtcnn` or the path of a trainer run folder."""
+def get_detector(spec: str, *, threshold: float | None = None) -> Detector:
+    """The detector named by a `--detector` value: `haar`, `mtcnn` or the path of a trainer run folder.
+
+    `threshold`: the least score a trained run reports as a face (default: the run's own, else
+    0.5); haar and mtcnn report what they find (filter their scores downstream)."""
     spec = str(spec).strip()
     if spec.lower() == "haar":
         return HaarDetector()
@@ -106,7 +109,7 @@ def get_detector(spec: str) -> Detector:
         # it imports only the types below this module (`datatool.core.detection`)
         from trainer.detector import RunDetector
 
-        return RunDetector(path)
+        return RunDetector(path, threshold=threshold)
     raise DatatoolError(f"unknown detector {spec!r}: choose one of {', '.join(BUILTIN)}, "
                         f"or the path of a `trainer fit` run folder (containing model.keras)")
 
