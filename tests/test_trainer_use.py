@@ -27,8 +27,9 @@ def test_evaluate_writes_metrics_and_pr_curve(trained_run, detection_tfrecords, 
     assert 0 <= m["ap50_95"] <= m["ap50"] <= 1  # AP over stricter IoUs cannot be higher
     assert m["localization"]["iou_threshold"] == 0.5 and m["localization"]["faces"] == m["images_with_faces"]
     assert "note" not in m  # a dense model: no one-box caveat
-    # faces of 12-32 px in 64 px images: small and medium in input pixels, none large
-    assert m["ap50_small"] is not None and m["ap50_medium"] is not None and m["ap50_large"] is None
+    # faces of 12-31 px at a 64 px input are all small (under 32 x 32 input pixels)
+    assert m["ap50_small"] == m["ap50"] and m["ap50_medium"] is None and m["ap50_large"] is None
+    assert m["ap50"] > 0.5  # the dense head finds these faces after a short fit
     f = m["faces_found"]
     assert f["found"] + f["missed"] == m["faces"]
     assert (out / "pr_curve.png").read_bytes()[:4] == b"\x89PNG"
