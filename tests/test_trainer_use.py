@@ -105,11 +105,17 @@ def test_predict_annotates_images_folders_and_videos(trained_run, tmp_path):
     result = _invoke("predict", trained_run, folder, single, video, "--out", out, "--threshold", "0.0")
     assert "8 images/frames" in result.output  # 3 + 1 images + 4 frames; the broken file is reported
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert len(rows) == 8 and rows == [{k: ("" if v is None else str(v)) for k, v in r.items()}
-                                       for r in json.loads((out / "predictions.json").read_text())]
-    for r in rows:
+    full = json.loads((out / "predictions.json").read_text())
+    # the CSV is the JSON without its per-face list
+    assert len(rows) == 8 and rows == [{k: ("" if v is None else str(v)) for k, v in r.items() if k != "detections"}
+                                       for r in full]
+    for r, f in zip(rows, full):
         assert 0 <= float(r["x_min"]) <= float(r["x_max"]) <= int(r["width"])
         assert 0 <= float(r["y_min"]) <= float(r["y_max"]) <= int(r["height"])
+        # every face at the threshold (0 here: every proposal), best first, the row's box the best one
+        assert int(r["faces"]) == len(f["detections"]) >= 1
+        assert [d["score"] for d in f["detections"]] == sorted((d["score"] for d in f["detections"]), reverse=True)
+        assert f["detections"][0]["box"] == [f["x_min"], f["y_min"], f["x_max"], f["y_max"]]
     assert [r["frame"] for r in rows if r["source"] == str(video)] == ["0", "1", "2", "3"]
     annotated = sorted(p.relative_to(out).as_posix() for p in (out / "annotated").rglob("*.jpg"))
     assert annotated == ["annotated/in/sub/p0.jpg", "annotated/in/sub/p1.jpg", "annotated/in/sub/p2.jpg",

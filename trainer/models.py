@@ -140,11 +140,18 @@ def read_config(run: Path) -> dict:
         raise ModelError(f"{path}: not valid JSON ({e})") from e
 
 
+def register_custom_objects() -> None:
+    """Import the modules whose Keras classes a saved run may name (the dense head's decoding and
+    NMS layers, the losses a compiled save refers to), so `load_model` finds them registered.
+    They are facekit's own registered classes: loading never runs code from the model file."""
+    from . import dense, losses  # noqa: F401
+
+
 def load_run(run: Path, *, which: str = "model"):
     """`(keras model, config dict)` of a run folder; `which` is 'model' (final) or 'best'."""
     import keras
 
-    from . import losses  # noqa: F401  (registers the custom objects a compiled save may name)
+    register_custom_objects()
 
     run = Path(run)
     config = read_config(run)
