@@ -148,8 +148,7 @@ def scan(paths: Iterable[Path], *, workers: int | None = None, progress: bool = 
         try:
             return measure(p), None
         except ImageError as e:
-            return None, Issue("error", str(p), "", str(e).split(": ", 1)[-1] if str(e).startswith(str(p))
-                               else str(e), "bad-image")
+            return None, Issue("error", str(p), "", str(e).removeprefix(f"{p}: "), "bad-image")
 
     rows, keys, issues = [], [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
