@@ -73,3 +73,84 @@ def audit_cmd(dataset, detector, iou, min_confidence, json_path, grid, top, max_
     skipped = f"; {result.unlabeled} unlabeled skipped" if result.unlabeled else ""
     click.echo(f"{k} suspect{'s' if k != 1 else ''} in {n} image{'s' if n != 1 else ''}{detail}, "
                f"detector {result.detector}{skipped}")
+
+
+def near_dup_option(f):
+    """`--near-dup-distance BITS` (report, validate, inspect, split share it)."""
+    from ..core.neardup import DEFAULT_DISTANCE, MAX_DISTANCE
+
+    return click.option("--near-dup-distance", "near_dup_distance", type=int, default=DEFAULT_DISTANCE,
+                        show_default=True, metavar="BITS",
+                        help=f"Images whose 64-bit perceptual hashes differ in at most this many bits "
+                             f"(0-{MAX_DISTANCE}) are near duplicates.")(f)
+
+
+def quality_options(f):
+    """The image-quality threshold options; the command gets them as `quality=QualityThresholds`."""
+    import functools
+
+    from ..core.quality import QualityThresholds
+
+    d = QualityThresholds()
+    opts = [
+        ("--blur", "blur", float, "Blurry below this variance of the Laplacian (at 256 px)."),
+        ("--dark", "dark", float, "Too dark when the 95th luminance percentile is below this (0-255)."),
+        ("--bright", "bright", float, "Too bright when the 5th luminance percentile is above this (0-255)."),
+        ("--min-entropy", "min_entropy", float, "Low information below this entropy (bits, 0-8)."),
+        ("--max-aspect", "max_aspect", float, "Extreme aspect ratio above this long/short side ratio."),
+        ("--min-side", "min_side", int, "Very small when the short side is below this (px)."),
+        ("--small-fraction", "small_fraction", float,
+         "Very small when sqrt(area) is below this fraction of the dataset's median."),
+    ]
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        kwargs["quality"] = QualityThresholds(**{name: kwargs.pop(name) for _, name, _, _ in opts})
+        return f(*args, **kwargs)
+
+    for flag, name, typ, text in reversed(opts):
+        wrapper = click.option(flag, name, type=typ, default=getattr(d, name), show_default=True, help=text)(wrapper)
+    return wrapper
+
+
+@cli.command("report")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The HTML file to write (one self-contained page).")
+@click.option("--tfdir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="A `datatool split` output: adds the split table and its near-duplicate leaks.")
+@click.option("--audit", "audit_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A `datatool audit --json` file: adds the suspects.")
+@click.option("--validation", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A `datatool validate --json` file: adds every issue it lists.")
+@near_dup_option
+@quality_options
+@click.option("--max-gallery", type=click.IntRange(min=0), default=400, show_default=True,
+              help="Images in the gallery (those with issues first).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Threads decoding images.")
+@OVERWRITE
+def report_cmd(dataset, out, tfdir, audit_path, validation, near_dup_distance, quality, max_gallery, workers,
+               overwrite):
+    """Write one offline HTML page on DATASET's health: counts and plots, every issue with a link
+    to its image, near-duplicate clusters, a gallery with boxes filterable by issue, the split
+    table and its leaks (--tfdir), the audit suspects (--audit).
+
+    \b
+    Example:
+      datatool audit datasets/me --json reports/audit.json
+      datatool report datasets/me --tfdir datasets/me-tf --audit reports/audit.json --out reports/me.html
+    """
+    from ..report import build_report
+
+    summary = build_report(dataset, out=out, tfdir=tfdir, audit=audit_path, validation=validation,
+                           distance=near_dup_distance, thresholds=quality, max_gallery=max_gallery,
+                           workers=workers, overwrite=overwrite, progress=True)
+    for issue in summary.skipped:
+        click.secho(f"skipped: {issue}", fg="yellow", err=True)
+    extra = []
+    if summary.leaks is not None:
+        extra.append(f"{summary.leaks} leak{'s' if summary.leaks != 1 else ''}")
+    if summary.suspects is not None:
+        extra.append(f"{summary.suspects} suspect{'s' if summary.suspects != 1 else ''}")
+    click.echo(f"Report written to {summary.path}: {summary.images} images, {summary.issues} issues, "
+               f"{summary.clusters} near-duplicate clusters" + "".join(f", {e}" for e in extra))

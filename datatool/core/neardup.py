@@ -296,10 +296,13 @@ def find_leaks(records: Iterable[tuple[str, str, int]], distance: int = DEFAULT_
     return sorted(leaks, key=lambda lk: (lk.split, lk.key))
 
 
-def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list | None = None):
+def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list | None = None,
+                    thumbnails: dict | None = None, thumb_side: int = 160):
     """`(split, source_id, phash)` for every record of a TFDIR, images decoded from the files.
 
     A record whose image does not decode is reported in `issues` (shard and index) and skipped.
+    With a `thumbnails` dict, a JPEG thumbnail (long side `thumb_side`) of each record's image is
+    stored in it under `(split, source_id)` (the report shows leaks with them).
     """
     from pathlib import Path
 
@@ -328,10 +331,26 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
                     continue
                 data = ex["image/encoded"].numpy()
                 key = ex["image/source_id"].numpy().decode("utf-8", "replace") or f"{shard.name}#{k}"
-                gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
-                if gray is None:
+                mode = cv2.IMREAD_COLOR if thumbnails is not None else cv2.IMREAD_GRAYSCALE
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), mode) if data else None
+                if img is None:
                     if issues is not None:
                         issues.append(Issue("error", str(shard), f"record {k}", "image does not decode", "bad-record"))
                     continue
+                gray = img
+                if thumbnails is not None:
+                    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+                    f = thumb_side / max(img.shape[:2])
+                    small = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
+                                       interpolation=cv2.INTER_AREA) if f < 1 else img
+                    thumbnails[(split, key)] = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
                 out.append((split, key, phash_gray(gray)))
     return out
+
+
+def tfrecord_leaks(tfdir, distance: int = DEFAULT_DISTANCE, *, issues: list | None = None,
+                   thumbnails: dict | None = None) -> list[Leak]:
+    """Every val/test record of a TFDIR whose image is within `distance` bits of a train record's
+    (`inspect`'s leak check: images, not group ids, so different groups and sessions leak too)."""
+    check_distance(distance)
+    return find_leaks(tfrecord_hashes(tfdir, issues=issues, thumbnails=thumbnails), distance)
