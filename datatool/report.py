@@ -228,7 +228,7 @@ def build_report(root: Path, *, out: Path, tfdir: Path | None = None, audit: Pat
     seen = {(i.file, i.code, i.message) for i in issues}
     issues += [i for i in extra if (i.file, i.code, i.message) not in seen]
     issues.sort(key=lambda i: (("error", "warning", "info").index(i.severity), i.code, i.file))
-    skipped = list(bad)
+    skipped = [i for i in ds.issues if i.code == "bad-image"] + list(bad)
 
     leaks, split_counts, leak_thumbs = None, None, {}
     if tfdir is not None:
