@@ -89,3 +89,11 @@ def test_corrupt_and_truncated_images_are_reported_by_name_and_skipped(tmp_path,
 def test_thresholds_out_of_range_name_their_option(kwargs, option):
     with pytest.raises(DatatoolError, match=option):
         QualityThresholds(**kwargs)
+
+
+def test_hash_images_gives_the_hashes_scan_gives(photos):
+    from datatool.core.quality import hash_images
+
+    table, _ = scan(photos.values())
+    hashes, bad = hash_images(photos.values())
+    assert bad == [] and hashes == dict(zip(table.index, table["phash"]))

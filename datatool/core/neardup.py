@@ -40,18 +40,34 @@ def check_distance(distance: int, *, option: str = "--near-dup-distance") -> int
     return distance
 
 
+HASH_SHRINK = 256  # px: images are first shrunk so their long side is this (quality.py's working copy)
+
+
+def shrink(gray, side: int = HASH_SHRINK):
+    """The image shrunk (area filter) so its long side is `side` px; unchanged if already smaller."""
+    import cv2
+
+    h, w = gray.shape[:2]
+    f = side / max(h, w)
+    if f >= 1:
+        return gray
+    return cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+
+
 def phash_gray(gray) -> int:
     """The 64-bit `imagehash.phash` of a grayscale uint8 image (height, width), as an int.
 
-    The image is first shrunk to 64x64 with OpenCV's area filter (pixel averaging, cheap on a full
-    frame); `phash` then takes its own 32x32 thumbnail of that, so the hash is the library's.
+    The image is first shrunk with OpenCV's area filter (pixel averaging, cheap) to a long side of
+    `HASH_SHRINK` px, then to 64x64; `phash` then takes its own 32x32 thumbnail of that, so the hash
+    is the library's. The same steps whatever the caller passes, so hashes always compare.
     """
     import cv2
     import imagehash
     import numpy as np
     from PIL import Image
 
-    small = cv2.resize(gray, (64, 64), interpolation=cv2.INTER_AREA) if gray.shape != (64, 64) else gray
+    small = shrink(gray)
+    small = cv2.resize(small, (64, 64), interpolation=cv2.INTER_AREA) if small.shape != (64, 64) else small
     bits = imagehash.phash(Image.fromarray(small)).hash.reshape(-1)
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 

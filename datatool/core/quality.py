@@ -41,7 +41,7 @@ from typing import Iterable
 from .errors import DatatoolError, ImageError
 from .issues import Issue
 
-BLUR_SIDE = 256
+BLUR_SIDE = 256  # = neardup.HASH_SHRINK, so one shrunk copy serves both
 COLUMNS = ("width", "height", "aspect", "blur", "mean", "p5", "p95", "entropy", "phash")
 
 
@@ -100,17 +100,16 @@ def measure_gray(gray) -> dict:
     import cv2
     import numpy as np
 
-    from .neardup import phash_gray
+    from .neardup import phash_gray, shrink
 
     h, w = gray.shape[:2]
-    hist = np.bincount(gray.reshape(-1), minlength=256).astype(np.float64)
+    hist = cv2.calcHist([gray], [0], None, [256], [0, 256]).reshape(-1).astype(np.float64)
     total = hist.sum()
     cdf = np.cumsum(hist) / total
     p = hist[hist > 0] / total
     lo, hi = int(np.searchsorted(cdf, 0.01)), int(np.searchsorted(cdf, 0.99))
-    s = BLUR_SIDE / max(h, w)
-    small = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) \
-        if s < 1 else gray
+    small = shrink(gray, BLUR_SIDE)
+    phash = phash_gray(small)  # the same hash as from `gray` (phash_gray shrinks to this size first)
     if hi > lo:  # stretch the 1st..99th percentile to 0..255: a dark copy is as sharp as its original
         lut = np.clip((np.arange(256) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
         small = cv2.LUT(small, lut)
@@ -121,7 +120,7 @@ def measure_gray(gray) -> dict:
         "mean": float((hist * np.arange(256)).sum() / total),
         "p5": float(np.searchsorted(cdf, 0.05)), "p95": float(np.searchsorted(cdf, 0.95)),
         "entropy": float(-(p * np.log2(p)).sum()),
-        "phash": phash_gray(gray),
+        "phash": phash,
     }
 
 
@@ -204,3 +203,29 @@ def quality_issues(table, thresholds: QualityThresholds | None = None) -> list[I
                                 f"{s / median_side:.0%} of the median size (< {t.small_fraction:.0%}, "
                                 "--small-fraction)")
     return out
+
+
+def hash_images(paths: Iterable[Path], *, workers: int | None = None) -> tuple[dict[str, int], list[Issue]]:
+    """`({file path: phash}, issues)` for every image, decoded in threads; only the perceptual hash
+    (for near-duplicate grouping when the quality measures are not wanted). Files that do not decode
+    are error `Issue`s (code `bad-image`) and left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .neardup import phash_gray
+
+    paths = [Path(p) for p in paths]
+
+    def one(p: Path):
+        try:
+            return phash_gray(decode_gray(p)), None
+        except ImageError as e:
+            return None, Issue("error", str(p), "", str(e).removeprefix(f"{p}: "), "bad-image")
+
+    hashes, issues = {}, []
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for p, (h, issue) in zip(paths, pool.map(one, paths)):
+            if issue is None:
+                hashes[str(p)] = h
+            else:
+                issues.append(issue)
+    return hashes, issues
