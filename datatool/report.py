@@ -162,7 +162,7 @@ h1{margin-top:.6em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-t
 nav a{margin-right:1em} table{border-collapse:collapse;margin:.5em 0;background:#fff}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f0f0f0} .error{color:#c62828;font-weight:600} .warning{color:#ef6c00} .info{color:#546e7a}
-.cards{display:flex;flex-wrap:wrap;gap:10px} figure.card{margin:0;background:#fff;border:1px solid #ddd;
+.cards{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start} img.plots{max-width:100%} figure.card{margin:0;background:#fff;border:1px solid #ddd;
 padding:4px;width:212px} figure.card img{display:block;max-width:200px;max-height:200px;margin:auto}
 figcaption{font-size:12px;word-break:break-all} .badge{display:inline-block;background:#eceff1;border-radius:3px;
 padding:0 4px;margin:1px;font-size:11px} .cluster{background:#fff;border:1px solid #ddd;margin:8px 0;padding:6px}
@@ -224,7 +224,9 @@ def build_report(root: Path, *, out: Path, tfdir: Path | None = None, audit: Pat
     issues += quality_issues(table, thresholds)
     hashes = dict(zip(table.index, table["phash"]))
     clusters = near_duplicate_clusters(hashes, distance)
-    issues += near_duplicate_issues(hashes, distance)
+    from .dataset import images_dir
+
+    issues += near_duplicate_issues(hashes, distance, relative_to=images_dir(root))
     seen = {(i.file, i.code, i.message) for i in issues}
     issues += [i for i in extra if (i.file, i.code, i.message) not in seen]
     issues.sort(key=lambda i: (("error", "warning", "info").index(i.severity), i.code, i.file))
@@ -283,7 +285,7 @@ def build_report(root: Path, *, out: Path, tfdir: Path | None = None, audit: Pat
     per_code = pd.Series([i.code or "-" for i in issues], dtype=object).value_counts().rename("images").to_frame()
     parts.append('<section id="counts"><h2>Counts and statistics</h2><div class="cards">'
                  + counts.to_html(border=0) + (per_code.to_html(border=0) if len(per_code) else "") + "</div>"
-                 + img(_plots(samples, table, thresholds), "statistics plots") + "</section>")
+                 + img(_plots(samples, table, thresholds), "statistics plots", "plots") + "</section>")
     # --- issues
     rows = "".join(f'<tr><td class="{i.severity}">{i.severity}</td><td>{_esc(i.code)}</td><td>{link(i.file)}</td>'
                    f"<td>{_esc(i.field)}</td><td>{_esc(i.message)}</td></tr>" for i in issues)

@@ -231,17 +231,27 @@ def near_duplicate_clusters(hashes: Mapping[str, int], distance: int) -> list[Cl
     return out
 
 
-def near_duplicate_issues(hashes: Mapping[str, int], distance: int = DEFAULT_DISTANCE) -> list:
+def near_duplicate_issues(hashes: Mapping[str, int], distance: int = DEFAULT_DISTANCE, *,
+                          relative_to=None) -> list:
     """One warning `Issue` per near-duplicate cluster, naming every image in it.
 
     `hashes` maps an image's file path (what `Issue.file` holds) to its phash. The issue's file is
-    the cluster's first image; its message lists the others.
+    the cluster's first image; its message lists the others, relative to the folder `relative_to`
+    when given (e.g. the dataset's images folder).
     """
+    import os
+
     from .issues import Issue
+
+    def show(key: str) -> str:
+        if relative_to is None:
+            return key
+        rel = os.path.relpath(key, relative_to)
+        return key if rel.startswith("..") else rel
 
     issues = []
     for c in near_duplicate_clusters(hashes, distance):
-        others = ", ".join(c.keys[1:])
+        others = ", ".join(show(k) for k in c.keys[1:])
         issues.append(Issue("warning", c.keys[0], "",
                             f"near duplicate: {len(c.keys)} images within {distance} bits of each other "
                             f"(phash; closest-neighbour distance up to {c.max_distance}): {others}",
