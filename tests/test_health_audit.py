@@ -88,3 +88,33 @@ def test_audit_of_an_empty_dataset_is_a_clear_message(tmp_path):
     (tmp_path / "empty" / "images").mkdir(parents=True)
     res = CliRunner().invoke(cli, ["audit", str(tmp_path / "empty")])
     assert res.exit_code != 0 and "no images found" in res.output and "Traceback" not in res.output
+
+
+def test_link_suspects_makes_a_folder_of_just_the_suspect_images_and_their_jsons(audited, tmp_path):
+    from pathlib import Path
+
+    from datatool.core.suspects import SUSPECTS_FOLDER, link_suspects
+    from datatool.dataset import load_dataset
+
+    _, doc, grid = audited
+    audit_json = grid.parent / "audit.json"
+    images = Path(doc["dataset"]) / "images"
+    folder, linked, missing = link_suspects(audit_json, images)
+    assert folder == images.resolve() / SUSPECTS_FOLDER and linked == 3 and missing == []
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["deleted.jpg", "deleted.json", "invented.jpg", "invented.json", "shifted.jpg", "shifted.json"]
+    assert all(p.is_symlink() and p.resolve().parent == images.resolve() for p in folder.iterdir())
+    assert len(load_dataset(images.parent).samples) == 5  # the hidden folder is not data
+    # a correction saved through the link lands in the dataset's own JSON
+    (folder / "deleted.json").write_text((folder / "deleted.json").read_text().replace('"shapes": []', '"shapes": [ ]'))
+    assert '"shapes": [ ]' in (images / "deleted.json").read_text()
+
+
+def test_reading_a_file_that_is_not_an_audit_names_it(tmp_path):
+    from datatool.core.errors import DatatoolError
+    from datatool.core.suspects import read_suspects
+
+    bad = tmp_path / "other.json"
+    bad.write_text('{"issues": []}')
+    with pytest.raises(DatatoolError, match=r"other.json: kind: expected 'facekit-audit'"):
+        read_suspects(bad)

@@ -86,3 +86,46 @@ def suspect_images(path: Path) -> list[str]:
     """The image paths of an audit JSON, most suspicious first, each once (for `label --only-suspects`)."""
     _, suspects = read_suspects(path)
     return list(dict.fromkeys(s.image for s in suspects))
+
+
+SUSPECTS_FOLDER = ".facekit-suspects"  # hidden: dataset walkers skip it, so it never counts as data
+
+
+def link_suspects(path: Path, images: Path) -> tuple[Path, int, list[str]]:
+    """A folder of links to just the suspect images of an audit JSON (and their labelme JSONs), for
+    `label --only-suspects`: `images/.facekit-suspects/KEY` -> `images/KEY`, keys' subfolders kept.
+
+    labelme opened on it reads and saves through the links, so corrections land in the dataset's
+    own JSONs, and each JSON's `imagePath` (relative to the JSON) stays right because image and JSON
+    sit side by side in both places. The folder is rebuilt on every call. Returns `(folder, linked,
+    missing)`: suspects whose image is not under `images` any more are listed in `missing`.
+    """
+    import shutil
+
+    images = Path(images).resolve()
+    folder = images / SUSPECTS_FOLDER
+    if folder.is_symlink() or folder.is_file():
+        raise DatatoolError(f"{folder}: exists and is not a folder of suspects; move it away")
+    shutil.rmtree(folder, ignore_errors=True)
+    linked, missing = 0, []
+    for image in suspect_images(path):
+        src = Path(image).resolve()
+        try:
+            key = src.relative_to(images)
+        except ValueError:
+            missing.append(image)
+            continue
+        if not src.is_file():
+            missing.append(image)
+            continue
+        for f in (src, src.with_suffix(".json")):
+            if f.is_file():
+                dst = folder / key.parent / f.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    dst.symlink_to(f)
+                except OSError as e:
+                    raise DatatoolError(f"{dst}: cannot create a link to {f} ({e.strerror or e}); "
+                                        "--only-suspects needs a file system with symbolic links") from e
+        linked += 1
+    return folder, linked, missing
