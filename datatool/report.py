@@ -29,6 +29,7 @@ from urllib.parse import quote
 from .core.errors import DatatoolError, ImageError, OutputExistsError
 from .core.issues import Issue
 from .core.neardup import DEFAULT_DISTANCE, check_distance
+from .dataset import images_dir, load_dataset
 
 SECTIONS = ("counts", "issues", "near-duplicates", "gallery", "split", "audit")
 THUMB = 200  # px, long side of a gallery thumbnail
@@ -202,7 +203,6 @@ def build_report(root: Path, *, out: Path, tfdir: Path | None = None, audit: Pat
     from .core.neardup import near_duplicate_clusters, near_duplicate_issues, tfrecord_leaks
     from .core.quality import QualityThresholds, quality_issues, scan
     from .core.suspects import read_suspects
-    from .dataset import load_dataset
 
     check_distance(distance)
     out = Path(out)
@@ -224,9 +224,8 @@ def build_report(root: Path, *, out: Path, tfdir: Path | None = None, audit: Pat
     issues += quality_issues(table, thresholds)
     hashes = dict(zip(table.index, table["phash"]))
     clusters = near_duplicate_clusters(hashes, distance)
-    from .dataset import images_dir
-
-    issues += near_duplicate_issues(hashes, distance, relative_to=images_dir(root))
+    base = images_dir(root).resolve()
+    issues += near_duplicate_issues(hashes, distance, relative_to=base)
     seen = {(i.file, i.code, i.message) for i in issues}
     issues += [i for i in extra if (i.file, i.code, i.message) not in seen]
     issues.sort(key=lambda i: (("error", "warning", "info").index(i.severity), i.code, i.file))
@@ -253,18 +252,11 @@ def build_report(root: Path, *, out: Path, tfdir: Path | None = None, audit: Pat
     def link(path) -> str:
         return f'<a href="{_href(Path(path), page_dir)}">{_esc(_label(path))}</a>'
 
-    base = None
-    try:
-        from .dataset import images_dir
-
-        base = images_dir(root).resolve()
-    except DatatoolError:
-        pass
-
     def _label(path) -> str:
+        """A file as the page names it: relative to the images folder when inside it."""
         p = Path(path)
         try:
-            return p.resolve().relative_to(base).as_posix() if base else str(p)
+            return p.resolve().relative_to(base).as_posix()
         except ValueError:
             return str(p)
 
