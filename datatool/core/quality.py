@@ -74,24 +74,28 @@ class QualityThresholds:
         return asdict(self)
 
 
-def decode_gray(path: Path):
-    """A grayscale uint8 array of the image as displayed; `ImageError` naming the file if it is
-    missing, corrupt or truncated."""
+def decode_gray(source: Path | bytes, *, name: str | None = None):
+    """A grayscale uint8 array of an image file (or its bytes, named `name` in errors) as
+    displayed; `ImageError` naming the file if it is missing, corrupt or truncated."""
     import cv2
     import numpy as np
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise ImageError(f"{path}: image not found") from e
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read image ({e})") from e
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), name or "<bytes>"
+    else:
+        path = Path(source)
+        name = name or str(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise ImageError(f"{name}: image not found") from e
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read image ({e})") from e
     if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0\r\n ")[-2:] == b"\xff\xd9":
-        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
+        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
     gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
     if gray is None:
-        raise ImageError(f"{path}: corrupt or unsupported image")
+        raise ImageError(f"{name}: corrupt or unsupported image")
     return gray
 
 
@@ -138,8 +142,6 @@ def scan(paths: Iterable[Path], *, workers: int | None = None, progress: bool = 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import pandas as pd
-
     paths = [Path(p) for p in paths]
     workers = workers or min(8, os.cpu_count() or 1)
 
@@ -162,9 +164,17 @@ def scan(paths: Iterable[Path], *, workers: int | None = None, progress: bool = 
             else:
                 rows.append(row)
                 keys.append(str(p))
-    table = pd.DataFrame(rows, index=pd.Index(keys, name="file"), columns=list(COLUMNS))
+    return quality_table(dict(zip(keys, rows))), issues
+
+
+def quality_table(measures):
+    """`{file: measure dict}` -> the pandas DataFrame `scan` returns (indexed by file, `COLUMNS`)."""
+    import pandas as pd
+
+    table = pd.DataFrame(list(measures.values()), index=pd.Index([str(k) for k in measures], name="file"),
+                         columns=list(COLUMNS))
     table["phash"] = table["phash"].astype(object)  # 64-bit unsigned values: keep Python ints
-    return table, issues
+    return table
 
 
 def quality_issues(table, thresholds: QualityThresholds | None = None) -> list[Issue]:
