@@ -18,7 +18,7 @@ def scene(seed: int, h: int = 240, w: int = 320):
     for _ in range(6):
         cx, cy, r = rng.integers(0, w), rng.integers(0, h), rng.integers(15, 60)
         cv2.circle(img, (int(cx), int(cy)), int(r), [float(v) for v in rng.integers(60, 255, 3)], -1)
-    img = cv2.GaussianBlur(img, (0, 0), 3) + rng.normal(0, 4, (h, w, 3))
+    img = cv2.GaussianBlur(img, (0, 0), 1) + rng.normal(0, 8, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
