@@ -92,3 +92,19 @@ def test_leaks_report_test_and_val_records_close_to_a_train_record_only():
     leaks = find_leaks(records, 4)
     assert [(lk.split, lk.key, lk.train_key, lk.distance) for lk in leaks] == [
         ("test", "x1", "t1", 1), ("test", "x2", "t1", 2), ("val", "v2", "t1", 1)]
+
+
+def test_tfrecord_hashes_report_a_truncated_shard_and_keep_the_rest(detection_tfrecords, tmp_path):
+    import shutil
+
+    from datatool.core.neardup import tfrecord_hashes
+
+    tf = tmp_path / "tf"
+    shutil.copytree(detection_tfrecords, tf)
+    whole = tfrecord_hashes(tf)
+    shard = sorted(tf.glob("test-*.tfrecord"))[0]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    issues = []
+    cut = tfrecord_hashes(tf, issues=issues)
+    assert 0 < len(whole) - len(cut) <= 2
+    assert [(i.file, i.code) for i in issues] == [(str(shard), "bad-record")]

@@ -347,13 +347,25 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
     out = []
     for split in splits or SPLITS:
         for shard in list_shards(tfdir, split):
-            for k, raw in enumerate(tf.data.TFRecordDataset(str(shard))):
+            records = iter(tf.data.TFRecordDataset(str(shard)))
+            k = 0
+            while True:
+                try:
+                    raw = next(records)
+                except StopIteration:
+                    break
+                except tf.errors.OpError as e:  # a truncated or corrupt shard: report it, keep the rest
+                    if issues is not None:
+                        issues.append(Issue("error", str(shard), f"record {k}",
+                                            f"cannot read further ({type(e).__name__})", "bad-record"))
+                    break
                 try:
                     ex = tf.io.parse_single_example(raw, spec)
                 except tf.errors.InvalidArgumentError as e:
                     if issues is not None:
                         issues.append(Issue("error", str(shard), f"record {k}", f"does not parse ({e.message})",
                                             "bad-record"))
+                    k += 1
                     continue
                 data = ex["image/encoded"].numpy()
                 key = ex["image/source_id"].numpy().decode("utf-8", "replace") or f"{shard.name}#{k}"
@@ -362,6 +374,7 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
                 if img is None:
                     if issues is not None:
                         issues.append(Issue("error", str(shard), f"record {k}", "image does not decode", "bad-record"))
+                    k += 1
                     continue
                 gray = img
                 if thumbnails is not None:
@@ -371,6 +384,7 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
                                        interpolation=cv2.INTER_AREA) if f < 1 else img
                     thumbnails[(split, key)] = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
                 out.append((split, key, phash_gray(gray)))
+                k += 1
     return out
 
 
