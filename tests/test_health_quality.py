@@ -97,3 +97,18 @@ def test_hash_images_gives_the_hashes_scan_gives(photos):
     table, _ = scan(photos.values())
     hashes, bad = hash_images(photos.values())
     assert bad == [] and hashes == dict(zip(table.index, table["phash"]))
+
+
+def test_a_reduced_decode_measures_like_a_full_one(photos):
+    from datatool.core.neardup import hamming
+    from datatool.core.quality import decode_gray, measure_gray, reduction_for
+
+    for name in ("astronaut", "astronaut_blur", "coffee_dark"):
+        full = measure_gray(decode_gray(photos[name]))
+        assert reduction_for(full["width"], full["height"]) == 2  # 512 px: half is still 256
+        half = measure_gray(decode_gray(photos[name], reduce=2), size=(full["width"], full["height"]))
+        assert (half["width"], half["height"]) == (full["width"], full["height"])
+        assert hamming(half["phash"], full["phash"]) <= 4
+        assert abs(half["mean"] - full["mean"]) < 2 and abs(half["p95"] - full["p95"]) <= 3
+        assert (half["blur"] < 100) == (full["blur"] < 100)  # same verdict at the default --blur
+        assert 0.4 < half["blur"] / full["blur"] < 2.5
