@@ -112,3 +112,11 @@ def test_a_reduced_decode_measures_like_a_full_one(photos):
         assert abs(half["mean"] - full["mean"]) < 2 and abs(half["p95"] - full["p95"]) <= 3
         assert (half["blur"] < 100) == (full["blur"] < 100)  # same verdict at the default --blur
         assert 0.4 < half["blur"] / full["blur"] < 2.5
+
+
+def test_size_hints_that_disagree_with_the_file_fall_back_to_a_full_decode(photos):
+    full, _ = scan([photos["astronaut"]])
+    wrong, _ = scan([photos["astronaut"]], sizes={photos["astronaut"]: (1024, 1024)})  # a JSON that lies
+    hinted, _ = scan([photos["astronaut"]], sizes={photos["astronaut"]: (512, 512)})
+    assert wrong.iloc[0]["width"] == 512 and wrong.iloc[0]["phash"] == full.iloc[0]["phash"]
+    assert hinted.iloc[0]["width"] == 512

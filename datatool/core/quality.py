@@ -36,7 +36,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .errors import DatatoolError, ImageError
 from .issues import Issue
@@ -149,26 +149,48 @@ def measure_gray(gray, *, size: tuple[int, int] | None = None) -> dict:
     }
 
 
-def measure(path: Path) -> dict:
-    """Decode one image (grayscale) and measure it; `ImageError` if it cannot be decoded."""
-    return measure_gray(decode_gray(path))
+def _decode_for_measures(path: Path | bytes, size_hint: tuple[int, int] | None, name: str | None = None):
+    """`(gray, real size or None)`: reduced when `size_hint` (width, height as displayed, e.g. from
+    the annotation) allows and the decoded shape confirms it, else the full image."""
+    if size_hint:
+        w, h = size_hint
+        f = reduction_for(w, h)
+        if f > 1:
+            gray = decode_gray(path, reduce=f, name=name)
+            if gray.shape[:2] == (math.ceil(h / f), math.ceil(w / f)):
+                return gray, (int(w), int(h))
+    return decode_gray(path, name=name), None
 
 
-def scan(paths: Iterable[Path], *, workers: int | None = None, progress: bool = False):
+def measure(source: Path | bytes, *, size_hint: tuple[int, int] | None = None, name: str | None = None) -> dict:
+    """Decode one image file (or its bytes, `name` in errors) in grayscale and measure it;
+    `ImageError` if it cannot be decoded.
+
+    `size_hint`: the size the image should have (width, height as displayed); when the file
+    agrees, it is decoded at a reduced scale (`reduction_for`)."""
+    gray, size = _decode_for_measures(source, size_hint, name)
+    return measure_gray(gray, size=size)
+
+
+def scan(paths: Iterable[Path], *, workers: int | None = None, progress: bool = False,
+         sizes: Mapping | None = None):
     """Measure every image, in threads (OpenCV releases the GIL while decoding).
 
     Returns `(table, issues)`: a pandas DataFrame indexed by the file path (str) with `COLUMNS`,
     in the order given, and an error `Issue` (code `bad-image`) for each file that does not
-    decode - skipped, so the rest are still measured.
+    decode - skipped, so the rest are still measured. `sizes`: `{path: (width, height)}` hints
+    (see `measure`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
     paths = [Path(p) for p in paths]
     workers = workers or min(8, os.cpu_count() or 1)
 
+    hints = {str(k): v for k, v in (sizes or {}).items()}
+
     def one(p: Path):
         try:
-            return measure(p), None
+            return measure(p, size_hint=hints.get(str(p))), None
         except ImageError as e:
             return None, Issue("error", str(p), "", str(e).removeprefix(f"{p}: "), "bad-image")
 
@@ -236,19 +258,21 @@ def quality_issues(table, thresholds: QualityThresholds | None = None) -> list[I
     return out
 
 
-def hash_images(paths: Iterable[Path], *, workers: int | None = None) -> tuple[dict[str, int], list[Issue]]:
+def hash_images(paths: Iterable[Path], *, workers: int | None = None,
+                sizes: Mapping | None = None) -> tuple[dict[str, int], list[Issue]]:
     """`({file path: phash}, issues)` for every image, decoded in threads; only the perceptual hash
     (for near-duplicate grouping when the quality measures are not wanted). Files that do not decode
-    are error `Issue`s (code `bad-image`) and left out."""
+    are error `Issue`s (code `bad-image`) and left out. `sizes`: hints as for `scan`."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .neardup import phash_gray
 
     paths = [Path(p) for p in paths]
+    hints = {str(k): v for k, v in (sizes or {}).items()}
 
     def one(p: Path):
         try:
-            return phash_gray(decode_gray(p)), None
+            return phash_gray(_decode_for_measures(p, hints.get(str(p)))[0]), None
         except ImageError as e:
             return None, Issue("error", str(p), "", str(e).removeprefix(f"{p}: "), "bad-image")
 
