@@ -115,7 +115,7 @@ def audit(root: Path, *, detector="haar", iou: float = DEFAULT_IOU, min_confiden
         raise DatatoolError(f"{root}: no labeled images to audit ({len(ds.samples)} images, none with a "
                             "labelme JSON; label some first with `datatool label`)")
     det = detector if isinstance(detector, Detector) else get_detector(detector)
-    name = "haar" if det.name == "haar" else det.name
+    name = det.name
     result = AuditResult(root=Path(root), detector=name, unlabeled=len(ds.unlabeled),
                          issues=[i for i in ds.issues if i.severity == "error"])
     items = labeled
