@@ -8,7 +8,7 @@ Per backbone, in one process:
 - fit, frozen: the heads phase (`compile_for_phase(fine_tune_layers=0)`), backbone in inference mode;
 - fit, fine-tune: the default top N layers unfrozen (10 for MobileNetV2, 4 for VGG16);
 - evaluate: `trainer.evaluate.predict_split` over the records (the model in inference);
-- predict: `trainer.predict.Detector.detect` on 640x480 RGB frames (resize inside, 16 at a time).
+- predict: `trainer.detector.RunDetector.detect_many` on 640x480 RGB frames (resize inside, 16 at a time).
 
 Each fit figure is one epoch after a warm-up epoch (graph tracing excluded), best of --repeat.
 Ratios are against the pipeline's images/s in the same run: the machine may be shared, so the
@@ -79,9 +79,9 @@ def bench_backbone(name: str, tfdir: Path, work: Path, *, n: int, batch: int, re
 
     from trainer import data as tdata
     from trainer.evaluate import predict_split
-    from trainer.fit import compile_for_phase
+    from trainer.detector import RunDetector
+    from trainer.fit import FitConfig, compile_for_phase
     from trainer.models import DEFAULT_FINE_TUNE_LAYERS, build_detector, save_model
-    from trainer.predict import Detector
 
     size = SIZES[name]
     ds = tdata.make_dataset(tfdir, "train", image_size=size, batch_size=batch, shuffle=True, seed=0)
@@ -91,7 +91,9 @@ def bench_backbone(name: str, tfdir: Path, work: Path, *, n: int, batch: int, re
     model = build_detector(backbone=name, image_size=size, weights="none", bn_inference=True)
 
     def fit_rate(layers):
-        compile_for_phase(model, fine_tune_layers=layers, lr=1e-4, box_weight=20.0, freeze_batchnorm=True)
+        # a pretrained-like config: BatchNorm stays frozen, as in a transfer-learning fit
+        config = FitConfig(backbone=name, image_size=size, weights="imagenet", box_weight=20.0)
+        compile_for_phase(model, config, fine_tune_layers=layers, lr=1e-4)
         model.fit(ds, epochs=1, verbose=0)  # warm-up: traces the train step
         return images_per_s(lambda: model.fit(ds, epochs=1, verbose=0), n, repeat)
 
@@ -104,11 +106,11 @@ def bench_backbone(name: str, tfdir: Path, work: Path, *, n: int, batch: int, re
     run.mkdir()
     save_model(model, run / "model.keras")
     (run / "config.json").write_text(json.dumps({"task": "detection", "image_size": size}))
-    det = Detector(run)
+    det = RunDetector(run, threshold=0.0)
     frames = [np.random.default_rng(k).integers(0, 255, (480, 640, 3), dtype=np.uint8) for k in range(batch)]
-    det.detect(frames)  # warm-up
+    det.detect_many(frames)  # warm-up
     rounds = max(1, n // batch)
-    res["predict"] = images_per_s(lambda: [det.detect(frames) for _ in range(rounds)], rounds * batch, repeat)
+    res["predict"] = images_per_s(lambda: [det.detect_many(frames) for _ in range(rounds)], rounds * batch, repeat)
     return res
 
 

@@ -1,4 +1,5 @@
-"""Face detectors: Haar and mtcnn on a real photo, a trained run through the model contract."""
+"""Face detectors: Haar and mtcnn on a real photo, a trained run through the model contract, and
+the one run detector that prelabel and predict share."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from datatool.core.detect import Detection, HaarDetector, RunDetector, get_detector
+from datatool.core.detect import Detection, HaarDetector, get_detector
 from datatool.core.errors import DatatoolError
 from datatool.core.sample import Box
+from trainer.detector import RunDetector
 
 # Eileen Collins in skimage.data.astronaut() (512x512), measured by eye on a 4x enlarged crop
 # with a 10-pixel grid: cheek to cheek x 180..268, hairline to chin y 78..180.
@@ -155,6 +157,69 @@ def test_corrupt_model_file_is_a_clear_error(tmp_path):
     (run / "model.keras").write_bytes(b"not a zip")
     with pytest.raises(DatatoolError, match="cannot load the Keras model"):
         get_detector(str(run))
+
+
+def _write_dense_run(folder, *, scores, boxes, size=32):
+    """A run whose model outputs the dense contract: `scores` (K,) and `boxes` (K, 4), constant."""
+    import keras
+
+    inp = keras.Input((size, size, 3))
+    feat = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(0.0)(inp))
+    s = keras.layers.Dense(len(scores), activation="sigmoid", name="scores", kernel_initializer="zeros",
+                           bias_initializer=keras.initializers.Constant([_logit(v) for v in scores]))(feat)
+    flat = keras.layers.Dense(4 * len(boxes), activation="sigmoid", kernel_initializer="zeros",
+                              bias_initializer=keras.initializers.Constant([_logit(v) for b in boxes for v in b]))(feat)
+    b = keras.layers.Reshape((len(boxes), 4), name="boxes")(flat)
+    model = keras.Model(inp, {"scores": s, "boxes": b})
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    (folder / "config.json").write_text(json.dumps({"image_size": size, "task": "detection"}))
+    return folder
+
+
+def test_run_detector_returns_every_face_at_or_above_the_threshold(tmp_path):
+    # a model that proposes three faces: the one below the threshold is dropped, the others come best first
+    run = _write_dense_run(tmp_path / "run", scores=[0.6, 0.3, 0.9],
+                           boxes=[(0.1, 0.1, 0.3, 0.3), (0.4, 0.4, 0.6, 0.6), (0.5, 0.2, 0.9, 0.7)])
+    found = get_detector(str(run)).detect(np.zeros((100, 200, 3), np.uint8))
+    assert [round(d.score, 3) for d in found] == [0.9, 0.6]
+    assert found[0].box.xyxy == pytest.approx((100, 20, 180, 70), abs=0.01)
+    assert found[1].box.xyxy == pytest.approx((20, 10, 60, 30), abs=0.01)
+
+
+def test_prelabel_and_predict_give_the_same_box_for_one_run_on_one_image(tmp_path):
+    from click.testing import CliRunner
+
+    from conftest import write_image
+    from datatool.cli import cli as datatool_cli
+    from datatool.formats.labelme import read_labelme
+    from trainer.cli import cli as trainer_cli
+
+    # a model whose box moves with every pixel of its input (a random linear map of the image)
+    import keras
+
+    inp = keras.Input((32, 32, 3))
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inp))
+    box = keras.layers.Dense(4, activation="sigmoid", name="box",
+                             kernel_initializer=keras.initializers.RandomNormal(stddev=0.05, seed=0))(flat)
+    presence = keras.layers.Dense(1, activation="sigmoid", name="presence", kernel_initializer="zeros",
+                                  bias_initializer=keras.initializers.Constant(_logit(0.9)))(flat)
+    run = tmp_path / "run"
+    run.mkdir()
+    keras.Model(inp, {"presence": presence, "box": box}).save(run / "model.keras")
+    (run / "config.json").write_text(json.dumps({"task": "detection", "image_size": 32}))
+    # not square and much larger than the input: the resize decides what the model sees
+    image = write_image(tmp_path / "ds" / "images" / "photo.jpg", 157, 93, seed=4, box=(40, 20, 90, 70))
+
+    labelled = CliRunner().invoke(datatool_cli, ["prelabel", str(tmp_path / "ds"), "--detector", str(run)])
+    assert labelled.exit_code == 0, labelled.output
+    (prelabelled,) = read_labelme(image.with_suffix(".json")).boxes
+    predicted = CliRunner().invoke(trainer_cli, ["predict", str(run), str(image), "--out", str(tmp_path / "pred"),
+                                                 "--threshold", "0"])
+    assert predicted.exit_code == 0, predicted.output
+    (row,) = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert prelabelled.width > 0
+    assert (row["x_min"], row["y_min"], row["x_max"], row["y_max"]) == pytest.approx(prelabelled.xyxy, abs=0.006)
 
 
 def test_detection_is_frozen():

@@ -44,8 +44,9 @@ def _config(weights, **kw):
 def _compiled_model(weights, fine_tune_layers, **kw):
     from trainer.fit import build_model, compile_for_phase
 
-    model = build_model(_config(weights, fine_tune_layers=fine_tune_layers, **kw))
-    compile_for_phase(model, fine_tune_layers=fine_tune_layers, lr=1e-2, box_weight=20.0, freeze_batchnorm=True)
+    config = _config(weights, fine_tune_layers=fine_tune_layers, **kw)
+    model = build_model(config)
+    compile_for_phase(model, config, fine_tune_layers=fine_tune_layers, lr=1e-2)
     return model
 
 

@@ -56,7 +56,7 @@ def test_run_folder_holds_model_history_curves_and_a_reproducible_config(trained
     assert {"model.keras", "best.weights.h5", "history.csv", "curves.png", "config.json", "logs"} <= names
     assert "checkpoint" not in names  # resumable state is removed once the fit is done
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["status"] == "done" and config["task"] == "detection"
+    assert config["status"] == "done" and config["task"] == "detection" and config["head"] == "single"
     assert config["backbone"] == "mobilenetv2" and config["image_size"] == 64 and config["alpha"] == 0.35
     assert config["fit"]["weights"] == "none" and config["fit"]["seed"] == 0
     assert [p["name"] for p in config["phases"]] == ["train"]  # weights none: everything trains at once
@@ -82,11 +82,13 @@ def test_fit_refuses_an_existing_run_without_overwrite(trained_run, detection_tf
     (["--weights", "none", "--epochs", "0"], "--epochs: must be at least 1"),
     (["--weights", "none", "--fine-tune-layers", "top"], "--fine-tune-layers: 'top' is not a number"),
     (["--weights", "none", "--task", "identity"], "holds detection records"),
+    (["--weights", "none", "--head", "softmax"], "--head softmax: not a head for detection"),  # identity's head
 ])
 def test_fit_rejects_bad_options_with_one_line(args, message, detection_tfrecords, tmp_path):
     result = CliRunner().invoke(cli, ["fit", str(detection_tfrecords), "--out", str(tmp_path / "r"), *args])
     assert result.exit_code != 0 and message in result.output, result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
 def test_two_phases_from_local_weights_resume_after_an_interrupt(detection_tfrecords, tmp_path):

@@ -181,7 +181,7 @@ def test_short_fit_names_held_out_people_and_the_confusion_matrix_sums_to_the_sp
 
 def test_predict_names_face_crops_and_says_unknown_below_the_threshold(identity_run, identity_tfrecords, tmp_path):
     from conftest import write_image
-    from trainer.identity import Recognizer
+    from trainer.recognizer import Recognizer
     from datatool.core.images import load_rgb
 
     people = _people_dir(identity_tfrecords)
@@ -214,7 +214,7 @@ def test_predict_with_a_detector_crops_every_face_found_and_writes_the_names_on_
     from datatool.core.detect import get_detector
     from datatool.core.draw import save_rgb
     from datatool.core.images import load_rgb
-    from trainer.identity import find_faces
+    from trainer.recognizer import find_faces
 
     photo = tmp_path / "in" / "astronaut.jpg"
     save_rgb(photo, data.astronaut())

@@ -171,3 +171,48 @@ def test_bad_local_weights_name_the_file(weights, message, tmp_path):
     with pytest.raises(DatatoolError, match=message) as e:
         build_backbone("mobilenetv2", image_size=32, alpha=0.35, weights=str(tmp_path / weights))
     assert weights in str(e.value)
+
+
+# --- the table of tasks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task,head,expected", [
+    (None, None, ("detection", "single")),           # fit's default
+    ("identity", None, ("identity", "softmax")),     # each task has its default head
+    ("detection", "single", ("detection", "single")),
+])
+def test_tasks_are_looked_up_by_task_and_head(task, head, expected):
+    from trainer import tasks
+
+    entry = tasks.get(task, head)
+    assert (entry.name, entry.head) == expected
+
+
+@pytest.mark.parametrize("task,head,message", [
+    ("identity", "single", "--head single: not a head for identity (the identity heads: softmax)"),
+    ("pose", None, "--task: 'pose' is not one of detection, identity"),
+])
+def test_an_unknown_task_or_head_is_a_clear_error(task, head, message):
+    from trainer import tasks
+
+    with pytest.raises(DatatoolError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tasks.get(task, head)
+
+
+@pytest.mark.parametrize("config,expected", [
+    ({"task": "detection"}, ("detection", "single")),  # a run from before heads had names
+    ({}, ("detection", "single")),                     # older still: no task either
+    ({"task": "identity", "head": "softmax"}, ("identity", "softmax")),
+])
+def test_a_run_finds_its_entry_from_its_config(config, expected, tmp_path):
+    from trainer import tasks
+
+    entry = tasks.of_run(config, tmp_path)
+    assert (entry.name, entry.head) == expected
+
+
+def test_a_run_with_a_head_this_trainer_does_not_know_names_its_config(tmp_path):
+    from trainer import tasks
+
+    with pytest.raises(DatatoolError, match="config.json: head: 'cubic' is not a detection head"):
+        tasks.of_run({"task": "detection", "head": "cubic"}, tmp_path)

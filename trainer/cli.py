@@ -1,4 +1,6 @@
-"""`trainer`: fit / evaluate / predict / export. TensorFlow is imported inside each command."""
+"""`trainer`: fit / evaluate / predict / export / enroll. TensorFlow is imported inside each command;
+TensorFlow's start-up noise is quieted once, by the CLI group (`datatool.core.tfquiet`). What a
+run does is looked up in `trainer.tasks` (its task and head), never branched on here."""
 
 from __future__ import annotations
 
@@ -6,8 +8,12 @@ from pathlib import Path
 
 import click
 
-from . import __version__
 from datatool.core.clikit import CONTEXT, FacekitGroup
+
+from . import __version__
+from . import tasks as T
+from .recognizer import MODES
+from .weights import BACKBONES
 
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing output files (never deletes inputs).")
 # The same `--detector` as `datatool` (datatool.cli._common.detector_option); defined here because
@@ -36,16 +42,10 @@ def main() -> None:
     cli(prog_name="trainer")
 
 
-def _quiet_tensorflow() -> None:
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 @cli.command()
 @click.argument("tfdir", type=click.Path(path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Run folder to create.")
-@click.option("--backbone", type=click.Choice(["mobilenetv2", "vgg16"]), default="mobilenetv2", show_default=True)
+@click.option("--backbone", type=click.Choice(BACKBONES), default=BACKBONES[0], show_default=True)
 @click.option("--image-size", type=int, default=224, show_default=True, help="Square input size in pixels.")
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width multiplier.")
 @click.option("--weights", default="imagenet", show_default=True, metavar="imagenet|none|PATH",
@@ -71,14 +71,16 @@ def _quiet_tensorflow() -> None:
 @click.option("--feature-cache-ram", type=float, default=0.25, show_default=True, metavar="SHARE",
               help="Largest share of the available RAM the feature cache may take; a larger cache goes to "
                    "disk under RUN/feature_cache (0: always on disk).")
-@click.option("--task", type=click.Choice(["detection", "identity"]), default=None,
+@click.option("--task", type=click.Choice(T.TASK_NAMES), default=None,
               help="Checked against the task the TFRecords hold (read from them by default).")
+@click.option("--head", type=click.Choice(T.HEADS), default=None,
+              help="The task's head kind [default: " + ", ".join(f"{t}: {h}" for t, h in T.DEFAULT_HEAD.items()) + "].")
 @OVERWRITE
 @click.option("--resume", is_flag=True, help="Continue an interrupted fit of --out from its last checkpoint "
                                               "(with the options it started with).")
 def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr, fine_tune_layers,
-        fine_tune_epochs, fine_tune_lr, box_weight, patience, seed, feature_cache, feature_cache_ram, task, overwrite,
-        resume):
+        fine_tune_epochs, fine_tune_lr, box_weight, patience, seed, feature_cache, feature_cache_ram, task, head,
+        overwrite, resume):
     """Train a face detector (presence + one box) or, on `split --task identity` records, a face
     recognizer (softmax over the people of labels.txt) on TFRecords from `datatool split`.
 
@@ -98,13 +100,12 @@ def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr
       trainer fit datasets/me-tf --out runs/me --resume
       trainer fit datasets/people-tf --out runs/people --task identity --image-size 160
     """
-    _quiet_tensorflow()
     from .fit import FitConfig, fit as run_fit, parse_fine_tune_layers
 
     config = FitConfig(backbone=backbone, image_size=image_size, alpha=alpha, weights=weights, epochs=epochs,
                        batch_size=batch_size, lr=lr, fine_tune_layers=parse_fine_tune_layers(fine_tune_layers),
                        fine_tune_epochs=fine_tune_epochs, fine_tune_lr=fine_tune_lr, box_weight=box_weight,
-                       patience=patience, seed=seed, task=task, feature_cache=feature_cache,
+                       patience=patience, seed=seed, task=task, head=head, feature_cache=feature_cache,
                        feature_cache_ram=feature_cache_ram)
     try:
         record = run_fit(tfdir, out, config=config, overwrite=overwrite, resume=resume, log=click.echo)
@@ -143,14 +144,13 @@ def evaluate(run, tfdir, split, iou, threshold, out, batch_size):
       trainer evaluate runs/me datasets/me-tf --split val --iou 0.7 --out reports/me-val
       trainer evaluate runs/people datasets/people-tf --threshold 0.8
     """
-    _quiet_tensorflow()
-    from .evaluate import evaluate as run_evaluate, summary_lines
+    from .models import read_config
 
-    metrics = run_evaluate(run, tfdir, split=split, iou=iou, threshold=threshold, out=out, batch_size=batch_size)
-    for line in summary_lines(metrics):
+    task = T.of_run(read_config(run), run)
+    metrics = T.evaluate(run, tfdir, split=split, iou=iou, threshold=threshold, out=out, batch_size=batch_size)
+    for line in task.summary_lines(metrics):
         click.echo(line)
-    picture = "confusion_matrix.png" if metrics.get("task") == "identity" else "pr_curve.png"
-    click.echo(f"wrote {(out or run)}/metrics.json and {picture}")
+    click.echo(f"wrote {(out or run)}/metrics.json and {task.report}")
 
 
 @cli.command()
@@ -164,9 +164,9 @@ def evaluate(run, tfdir, split, iou, threshold, out, batch_size):
 @click.option("--source", default=None, metavar="CAMERA",
               help="Live window instead of files: a camera index (0), a device path or a video file.")
 @DETECTOR
-@click.option("--mode", type=click.Choice(["auto", "softmax", "enrolled"]), default="auto", show_default=True,
+@click.option("--mode", type=click.Choice(MODES), default=None,
               help="Recognizer: the trained softmax, the nearest enrolled face (`trainer enroll`), or "
-                   "enrolled when the run has enrolments.")
+                   "enrolled when the run has enrolments [default: auto].")
 @click.option("--max-distance", type=float, default=None,
               help="Recognizer, enrolled mode: the largest cosine distance to the nearest enrolled face "
                    "that still names it [default: 0.25].")
@@ -194,31 +194,33 @@ def predict(run, inputs, out, threshold, source, detector, mode, max_distance, m
       trainer predict runs/people datasets/people/people/bob --detector none --mode softmax
       trainer predict runs/people --source 0 --detector haar
     """
-    _quiet_tensorflow()
     from .models import read_config
-    from .predict import live, predict_paths
 
-    if read_config(run).get("task") == "identity":
-        return _predict_identity(run, inputs, out=out, threshold=threshold, source=source, detector=detector,
-                                 mode=mode, max_distance=max_distance, margin=margin, max_frames=max_frames,
-                                 overwrite=overwrite)
-    if detector is not None or mode != "auto" or max_distance is not None or margin is not None:
-        raise click.UsageError(f"{run} is a face detector: --detector, --mode, --max-distance and --margin "
-                               f"are for recognizers (runs trained on identity records)")
-
+    task = T.of_run(read_config(run), run)
+    options = {"detector": detector, "mode": mode, "max_distance": max_distance, "margin": margin}
+    given = [name for name, value in options.items() if value is not None]
+    foreign = [name for name in given if name not in task.predict_options]
+    if foreign:
+        others = sorted({t.title + "s" for t in T.TASKS.values() if set(foreign) <= set(t.predict_options)})
+        raise click.UsageError(f"{run} is a {task.title}: {_flags(foreign)} "
+                               f"{'is' if len(foreign) == 1 else 'are'} for {' and '.join(others) or 'other runs'}")
+    options = {name: options[name] for name in given}
     if source is not None:
         if inputs:
             raise click.UsageError("give either INPUT files or --source, not both")
-        stats = live(run, source, threshold=threshold, max_frames=max_frames)
+        stats = task.live(run, source, threshold=threshold, max_frames=max_frames, **options)
         click.echo(f"{stats['frames']} frames, {stats['fps']:.1f} FPS")
         return
     if not inputs:
         raise click.UsageError("nothing to predict: give images, folders or videos (or --source CAMERA)")
     out = out or Path(run) / "predictions"
-    rows = predict_paths(run, inputs, out=out, threshold=threshold, overwrite=overwrite)
-    faces = sum(r["face"] for r in rows)
-    click.echo(f"{len(rows)} images/frames, {faces} with a face (score >= {threshold:g}); "
-               f"wrote {out}/predictions.csv, predictions.json and annotated copies")
+    rows = task.predict(run, inputs, out=out, threshold=threshold, overwrite=overwrite, **options)
+    click.echo(task.predict_summary(rows, threshold=threshold, out=out))
+
+
+def _flags(names) -> str:
+    flags = [f"--{n.replace('_', '-')}" for n in names]
+    return flags[0] if len(flags) == 1 else ", ".join(flags[:-1]) + " and " + flags[-1]
 
 
 @cli.command()
@@ -237,37 +239,11 @@ def export(run, fmt, quantize, out, overwrite):
       trainer export runs/me --format saved_model
       trainer export runs/me --format tflite --quantize
     """
-    _quiet_tensorflow()
     from .export import export as run_export
 
     path = run_export(run, fmt=fmt, quantize=quantize, out=out, overwrite=overwrite)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
     click.echo(f"wrote {path} ({size / 1e6:.1f} MB)")
-
-
-def _predict_identity(run, inputs, *, out, threshold, source, detector, mode, max_distance, margin, max_frames,
-                      overwrite):
-    from collections import Counter
-
-    from .identity import UNKNOWN, live_identity, predict_identity_paths
-
-    if source is not None:
-        if inputs:
-            raise click.UsageError("give either INPUT files or --source, not both")
-        stats = live_identity(run, source, threshold=threshold, detector=detector, mode=mode,
-                              max_distance=max_distance, margin=margin, max_frames=max_frames)
-        click.echo(f"{stats['frames']} frames, {stats['fps']:.1f} FPS")
-        return
-    if not inputs:
-        raise click.UsageError("nothing to predict: give images or folders (or --source CAMERA)")
-    out = out or Path(run) / "predictions"
-    rows = predict_identity_paths(run, inputs, out=out, threshold=threshold, detector=detector, mode=mode,
-                                  max_distance=max_distance, margin=margin, overwrite=overwrite)
-    names = Counter(r["name"] for r in rows)
-    known = ", ".join(f"{n} {c}" for n, c in sorted(names.items()) if n != UNKNOWN) or "nobody known"
-    mode_used = rows[0]["mode"] if rows else mode
-    click.echo(f"{len(rows)} faces ({mode_used}): {known}; {names.get(UNKNOWN, 0)} unknown; "
-               f"wrote {out}/predictions.csv, predictions.json and annotated copies")
 
 
 @cli.command()
@@ -294,12 +270,11 @@ def enroll(run, images, person, detector, margin, overwrite):
       trainer enroll runs/people --person erin photos/erin/ --detector mtcnn
       trainer enroll runs/people --person dave new-crops/ --overwrite
     """
-    _quiet_tensorflow()
-    from .enroll import enroll as run_enroll
+    from .recognizer import enroll_person
 
     if not images:
         raise click.UsageError(f"no images of {person}: give face crops or photos (files or folders)")
-    result = run_enroll(run, person, images, overwrite=overwrite, detector=detector or "none", margin=margin)
+    result = enroll_person(run, person, images, overwrite=overwrite, detector=detector or "none", margin=margin)
     for why in result["skipped"]:
         click.echo(f"skipped: {why}", err=True)
     people = ", ".join(f"{n} ({c})" for n, c in result["people"].items())

@@ -1,7 +1,9 @@
-"""tf.data pipelines over the facekit TFRecord schema (`datatool.core.tfrecord`), and what a TFDIR says
-about itself (task, counts, a content hash for `config.json`).
+"""tf.data pipelines over the facekit TFRecord schema (`datatool.core.tfrecord`), what a TFDIR says
+about itself (task, counts, a content hash for `config.json`), and the one resize from an image
+to a model's input (`resize_images`), used by the pipeline and by every predictor alike.
 
-Detection targets, per image:
+Targets come from the task's head (`trainer.tasks`): a function from one parsed record to a dict
+of tensors. The default, `box_targets`, is the one-box head's, per image:
 - `presence`: 1.0 if the record has at least one box, else 0.0
 - `box`: the *largest* box, `[x_min, y_min, x_max, y_max]` normalized to [0, 1]; negatives get
   `NO_BOX` (-1, -1, -1, -1), which the localization loss and IoU metric mask out. A one-box model
@@ -18,8 +20,11 @@ from datatool.core.errors import DatatoolError
 from datatool.core.fsutil import read_record
 from datatool.core.tfrecord import SPLITS, decode_image, list_shards, parse_example
 
-TASKS = ("detection", "identity")
+TASKS = ("detection", "identity")  # the kinds of records `datatool split` writes
 NO_BOX = (-1.0, -1.0, -1.0, -1.0)
+# The training shuffle buffer. `trainer.feature_cache` replays the same shuffle over its stored
+# batches: the same buffer and seed over the same number of elements give the same permutation.
+SHUFFLE_BUFFER = 2048
 
 
 class DataError(DatatoolError):
@@ -117,20 +122,39 @@ def detection_targets(boxes):
     return presence, tf.reshape(box, [4])
 
 
-def resize_images(images, image_size: int):
-    """uint8/float images `(..., h, w, 3)` -> float32 0-255 at `image_size` square (plain resize:
-    normalized boxes need no change)."""
+def box_targets(record) -> dict:
+    """The one-box head's targets from a parsed record: `{"presence": (1,), "box": (4,)}`."""
+    presence, box = detection_targets(record["boxes"])
+    return {"presence": presence, "box": box}
+
+
+def resize_images(images, image_size):
+    """uint8/float images `(..., h, w, 3)` -> float32 0-255 at `image_size` (an int: square, or
+    `(height, width)`), bilinear. A plain resize: normalized boxes need no change.
+
+    The one resize between an image and a model: the training pipeline uses it, and so do
+    `trainer.detector.RunDetector` and the recognizer, so a model sees at predict time what it
+    saw in training."""
     import tensorflow as tf
 
-    return tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size), method="bilinear")
+    hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return tf.image.resize(tf.cast(images, tf.float32), hw, method="bilinear")
 
 
-def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, with_meta: bool = False, task: str = "detection", num_classes: int = 0):
+def model_input(frames, image_size):
+    """A batch `(n, h, w, 3)` float32 0-255 from RGB frames of any sizes (`resize_images` each)."""
+    import numpy as np
+    import tensorflow as tf
+
+    return tf.stack([resize_images(np.asarray(f), image_size) for f in frames])
+
+
+def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, targets=box_targets,
+                 shuffle: bool = False, seed: int = 0, with_meta: bool = False):
     """`split` of TFDIR as batches of `(images, targets)`: images float32 0-255 `(b, s, s, 3)`.
 
-    Detection targets: `{"presence": (b, 1), "box": (b, 4)}` (see the module docstring).
-    Identity targets: `{"identity": (b, num_classes)}` one-hot.
+    `targets(parsed record) -> {output name: tensor}`, the task's (`trainer.tasks.Task.targets`);
+    default the one-box head's `box_targets` (see the module docstring).
     shards -> interleaved records -> seeded shuffle (train) -> parse -> decode -> resize -> batch
     -> prefetch. The order is a pure function of `seed` (deterministic interleave and maps).
     `with_meta` adds a third element: `{"source_id", "boxes" (ragged, normalized), "width", "height"}`.
@@ -142,21 +166,16 @@ def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, s
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle:
-        ds = ds.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
 
     def load(raw):
         p = parse_example(raw)
         image = resize_images(decode_image(p["encoded"]), image_size)
-        if task == "identity":
-            targets = {"identity": tf.one_hot(p["class_label"], num_classes)}
-        else:
-            presence, box = detection_targets(p["boxes"])
-            targets = {"presence": presence, "box": box}
         if with_meta:
             meta = {"source_id": p["source_id"], "boxes": p["boxes"],
                     "width": p["width"], "height": p["height"]}
-            return image, targets, meta
-        return image, targets
+            return image, targets(p), meta
+        return image, targets(p)
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ragged_batch(batch_size) if with_meta else ds.batch(batch_size)
@@ -168,13 +187,10 @@ def describe_tfdir(tfdir: Path) -> dict:
     info = dataset_info(tfdir)
     task = read_task(tfdir)
     counts = {s: count_records(tfdir, s) for s in SPLITS if list_shards(Path(tfdir), s)}
-    out = {"tfdir": str(Path(tfdir).resolve()), "task": task, "counts": counts,
-           "record_sha256": record_hash(tfdir), "dataset_json": info or None}
-    if task == "identity":
-        out["labels"] = read_labels(tfdir)
-    else:
-        out["labels"] = ["face"]
-    return out
+    # an identity TFDIR names its people in labels.txt; detection records have one class
+    labels = read_labels(tfdir) if task == "identity" else ["face"]
+    return {"tfdir": str(Path(tfdir).resolve()), "task": task, "counts": counts,
+            "record_sha256": record_hash(tfdir), "dataset_json": info or None, "labels": labels}
 
 
 def dumps(obj) -> str:

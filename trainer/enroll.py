@@ -1,12 +1,13 @@
-"""Enrolment without retraining: face embeddings of new people, answered by nearest neighbour.
+"""The embeddings store: enrolled faces of a recognizer run, their embeddings, and the nearest one.
 
 An embedding is the trained backbone's globally pooled feature map for a face crop, L2-normalized
 (the input of the identity head's dense layers). `trainer enroll RUN --person NAME IMAGES...`
-stores one per image in `RUN/enrolled.npz`; `trainer predict` then answers with the name of the
-nearest stored embedding by cosine distance (`1 - a.b`), or `unknown` when even the nearest is
-farther than `max_distance`. Adding a person is one forward pass per image - seconds - and the
-softmax head is untouched. Nearest neighbour answers only among enrolled people: enroll the
-trained people too when you want them named in this mode.
+(`trainer.recognizer.enroll_person`, which finds and cuts the faces) stores one per image in
+`RUN/enrolled.npz`; the recognizer then answers with the name of the nearest stored embedding by
+cosine distance (`1 - a.b`), or `unknown` when even the nearest is farther than `max_distance`.
+Adding a person is one forward pass per image - seconds - and the softmax head is untouched.
+Nearest neighbour answers only among enrolled people: enroll the trained people too when you
+want them named in this mode.
 
 `RUN/enrolled.npz` holds `names` (n,), `embeddings` (n, d) float32, `sources` (n,) and the
 sha256 of the `model.keras` the embeddings came from: a run trained again gives other features,
@@ -18,12 +19,14 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from datatool.core.errors import DatatoolError, OutputExistsError
+from datatool.core.errors import DatatoolError
+
+from .identity import OUTPUT, UNKNOWN, one_hot_targets, run_labels
 
 STORE = "enrolled.npz"
 EMBEDDING = "backbone-gap-l2"
@@ -50,6 +53,15 @@ class Enrolled:
         for n in self.names.tolist():
             counts[n] = counts.get(n, 0) + 1
         return counts
+
+    def with_person(self, person: str, embeddings, sources) -> "Enrolled":
+        """A new store where `person`'s faces are `embeddings` (`(n, d)`, from `sources`), the
+        other people's kept as they were."""
+        keep = self.names != person
+        emb = np.asarray(embeddings, np.float32)
+        return replace(self, names=np.concatenate([self.names[keep], np.array([person] * len(emb))]),
+                       embeddings=np.concatenate([self.embeddings[keep], emb]),
+                       sources=np.concatenate([self.sources[keep], np.array([str(s) for s in sources])]))
 
 
 def store_path(run: Path) -> Path:
@@ -118,13 +130,11 @@ def normalize(x) -> np.ndarray:
 
 def embed(embedder, crops, *, image_size: int, batch_size: int = 32) -> np.ndarray:
     """`(n, d)` L2-normalized embeddings of RGB crops (any size: resized like the training images)."""
-    import tensorflow as tf
-
-    from .data import resize_images
+    from .data import model_input
 
     out = []
     for start in range(0, len(crops), batch_size):
-        batch = tf.stack([resize_images(np.asarray(c), image_size) for c in crops[start:start + batch_size]])
+        batch = model_input(crops[start:start + batch_size], image_size)
         out.append(np.asarray(embedder.predict_on_batch(batch)))
     return normalize(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
 
@@ -143,9 +153,8 @@ def nearest(store: Enrolled, queries) -> list[tuple[str, float]]:
 
 
 def check_person(person: str) -> str:
+    """`person` if usable as an enrolled name (a person-folder name that is not `unknown`)."""
     from datatool.core.faces import person_name_problem
-
-    from .identity import UNKNOWN
 
     why = person_name_problem(person or "")
     if why:
@@ -155,89 +164,13 @@ def check_person(person: str) -> str:
     return person
 
 
-def face_crops(paths, *, detector=None, margin: float, size: int, skipped: list[str], progress: bool = True):
-    """`[(path, crop)]`: each image whole (`detector=None`: the images are face crops), or its one
-    face. An image where the detector finds no face or several (whose is it?) is left out and
-    said in `skipped`, as a corrupt file is."""
-    from tqdm import tqdm
-
-    from datatool.core.images import load_rgb
-
-    from .identity import find_faces
-
-    out = []
-    for p in tqdm(paths, desc="faces", unit="img", disable=not progress):
-        try:
-            rgb = load_rgb(p)
-        except DatatoolError as e:
-            skipped.append(str(e))
-            continue
-        faces = find_faces(detector, rgb, margin=margin, size=size)
-        if len(faces) != 1:
-            skipped.append(f"{p}: {'no face' if not faces else f'{len(faces)} faces'} found "
-                           f"({'skipped' if not faces else 'skipped: whose is it?'})")
-            continue
-        out.append((Path(p), faces[0][1]))
-    return out
-
-
-def enroll(run: Path, person: str, inputs, *, overwrite: bool = False, detector: str | None = "none",
-           margin: float | None = None, progress: bool = True) -> dict:
-    """Add `person`'s face embeddings from `inputs` (images / folders) to RUN's enrolled store.
-
-    A name already enrolled is refused unless `overwrite` (which replaces that person's
-    embeddings, nobody else's). Returns `{person, added, skipped, people, seconds, path}`.
-    """
-    from datatool.core.faces import DEFAULT_MARGIN
-
-    from .identity import open_detector, run_labels, training_margin
-    from .models import load_run
-    from .predict import collect_inputs
-
-    t0 = time.perf_counter()
-    check_person(person)
-    items = collect_inputs(inputs)
-    videos = [str(p) for p, _, kind in items if kind == "video"]
-    if videos:
-        raise DatatoolError(f"{videos[0]}: enroll takes images (extract frames with `datatool capture`)")
-    model, config = load_run(run)
-    run_labels(config, run)
-    sha = model_sha256(run)
-    store = load_enrolled(run, model_path=Path(run) / "model.keras")
-    if store is not None and person in store.people() and not overwrite:
-        raise OutputExistsError(f"{store_path(run)}: {person!r} is already enrolled ({store.people()[person]} "
-                                f"images); use --overwrite to replace their faces")
-    found = open_detector(detector, run=run)
-    size = int(config["image_size"])
-    margin = training_margin(config, DEFAULT_MARGIN) if margin is None else margin
-    skipped: list[str] = []
-    crops = face_crops([p for p, _, _ in items], detector=found, margin=margin, size=size, skipped=skipped,
-                       progress=progress)
-    if not crops:
-        raise DatatoolError(f"--person {person}: no usable face in {', '.join(map(str, inputs))}"
-                            + (f" ({skipped[0]})" if skipped else ""))
-    emb = embed(embedding_model(model), [c for _, c in crops], image_size=size)
-    names = np.array([person] * len(crops))
-    sources = np.array([str(p) for p, _ in crops])
-    if store is not None:
-        keep = store.names != person
-        names = np.concatenate([store.names[keep], names])
-        emb = np.concatenate([store.embeddings[keep], emb])
-        sources = np.concatenate([store.sources[keep], sources])
-    new = Enrolled(names=names, embeddings=emb, sources=sources, model_sha256=sha)
-    path = save_enrolled(run, new)
-    return {"person": person, "added": len(crops), "skipped": skipped, "people": new.people(),
-            "seconds": time.perf_counter() - t0, "path": str(path)}
-
-
 def compare_on_split(run: Path, tfdir: Path, *, enroll_split: str = "train", test_split: str = "test",
                      batch_size: int = 32) -> dict:
     """Softmax head vs nearest enrolled embedding on the same records: every image of
     `enroll_split` is enrolled under its label (in memory; RUN is not touched), then each image of
     `test_split` is classified both ways. Returns both accuracies and the counts."""
-    from .identity import OUTPUT, run_labels
-    from .models import load_run
     from . import data as tdata
+    from .models import load_run
 
     model, config = load_run(run)
     labels = run_labels(config, run)
@@ -245,8 +178,8 @@ def compare_on_split(run: Path, tfdir: Path, *, enroll_split: str = "train", tes
     embedder = embedding_model(model)
 
     def pass_over(split):
-        ds = tdata.make_dataset(tfdir, split, image_size=size, batch_size=batch_size, task="identity",
-                                num_classes=len(labels))
+        ds = tdata.make_dataset(tfdir, split, image_size=size, batch_size=batch_size,
+                                targets=one_hot_targets(len(labels)))
         embs, probs, ys = [], [], []
         for images, targets in ds:
             embs.append(np.asarray(embedder.predict_on_batch(images)))

@@ -1,4 +1,5 @@
-"""`trainer evaluate`: a run's detector on one split of a TFDIR -> `metrics.json` + `pr_curve.png`."""
+"""`trainer evaluate` for the one-box detector: a run on one split of a TFDIR -> `metrics.json` +
+`pr_curve.png` (the detection entry's `evaluate` in `trainer.tasks`, which picks a run's entry)."""
 
 from __future__ import annotations
 
@@ -98,23 +99,10 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def evaluate(run: Path, tfdir: Path, *, split: str = "test", iou: float = 0.5, threshold: float = 0.5,
-             out: Path | None = None, batch_size: int = 32) -> dict:
-    """Evaluate RUN's `model.keras` on TFDIR's `split`; writes `metrics.json` and `pr_curve.png`
-    into `out` (default RUN). Returns the metrics."""
-    from .models import load_run
-
-    if not 0 < iou <= 1:
-        raise DatatoolError(f"--iou: {iou} is not in (0, 1]")
-    model, config = load_run(run)
-    task = tdata.read_task(tfdir)
-    if task != config.get("task", "detection"):
-        raise DatatoolError(f"{tfdir}: holds {task} records but {run} is a {config.get('task')} model")
-    if task == "identity":
-        from .identity import evaluate_identity
-
-        return evaluate_identity(run, tfdir, model=model, config=config, split=split, threshold=threshold, out=out,
-                                 batch_size=batch_size)
+def evaluate_detection(run: Path, tfdir: Path, *, model, config: dict, split: str = "test", iou: float = 0.5,
+                       threshold: float = 0.5, out: Path | None = None, batch_size: int = 32) -> dict:
+    """RUN's loaded `model` on TFDIR's `split`; writes `metrics.json` and `pr_curve.png` into `out`
+    (default RUN). Returns the metrics."""
     pred = predict_split(model, tfdir, split, image_size=int(config["image_size"]), batch_size=batch_size)
     metrics = compute_metrics(pred, iou=iou, threshold=threshold)
     out = Path(out) if out else Path(run)
@@ -128,10 +116,7 @@ def evaluate(run: Path, tfdir: Path, *, split: str = "test", iou: float = 0.5, t
 
 
 def summary_lines(m: dict) -> list[str]:
-    if m.get("task") == "identity":
-        from .identity import summary_lines as identity_lines
-
-        return identity_lines(m)
+    """What `trainer evaluate` prints for a detector's metrics."""
     p, loc = m["presence"], m["localization"]
     lines = [
         f"{m['split']}: {m['images']} images, {m['images_with_faces']} with faces",

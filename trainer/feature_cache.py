@@ -2,7 +2,7 @@
 every epoch (augmentation happens offline in `datatool augment`; `trainer.data` feeds fixed
 images, so a frozen layer's output for a record never changes between epochs).
 
-A model built by `trainer.models` (or `trainer.identity`) is `image -> preprocess -> backbone ->
+A model built for any task of `trainer.tasks` is `image -> preprocess -> backbone ->
 head -> outputs`. For one training phase the backbone is cut in two at a *boundary*:
 
 - the frozen bottom (`preprocess` + backbone layers below the boundary): run once over the
@@ -44,12 +44,11 @@ from pathlib import Path
 
 from datatool.core.errors import DatatoolError
 
+from .data import SHUFFLE_BUFFER  # replayed over the stored batches (see the module docstring)
+
 FORMAT = 1
 CACHE_DIR = "feature_cache"
 DEFAULT_RAM_FRACTION = 0.25
-# trainer.data.make_dataset's shuffle buffer: the same buffer and seed over the same number of
-# elements give the same permutation, whatever the elements are
-SHUFFLE_BUFFER = 2048
 _TARGETS_KEY = "__targets__"
 
 

@@ -12,6 +12,9 @@ RUN/ holds `config.json` (written first, completed at the end), `state.json` (ph
 (lowest validation loss so far), `history.csv`, `logs/` (TensorBoard), and at the end
 `model.keras` (the best weights) and `curves.png`.
 
+What is built, compiled and fed as targets comes from the task's entry in `trainer.tasks` (the
+records' task and `--head`); the phases, callbacks and run folder are the same for every task.
+
 Each phase is a separate step (`train_phase`) on a model built from named parts (`preprocess`,
 `backbone`, `head`). Where part of the backbone is frozen, its activations are computed once per
 image and the trainable part is fitted on them (`trainer.feature_cache`; `feature_cache=False`,
@@ -32,6 +35,7 @@ from datatool.core.errors import DatatoolError, OutputExistsError
 from datatool.core.fsutil import command_line, prepare_output_dir, versions, write_json_atomic
 
 from . import data as tdata
+from . import tasks
 from .models import DEFAULT_FINE_TUNE_LAYERS
 
 HISTORY = "history.csv"
@@ -59,7 +63,8 @@ class FitConfig:
     box_weight: float = 20.0
     patience: int = 5
     seed: int = 0
-    task: str | None = None
+    task: str | None = None  # None: the records' task
+    head: str | None = None  # None: the task's default head (trainer.tasks.DEFAULT_HEAD)
     feature_cache: bool = True  # frozen layers' activations computed once (trainer.feature_cache)
     feature_cache_ram: float = 0.25  # share of available RAM the cache may take; beyond it, on disk
 
@@ -124,54 +129,27 @@ def parse_fine_tune_layers(value: str | None):
 
 
 def build_model(config: FitConfig, *, num_classes: int = 0):
-    """The detector (or, for `task='identity'`, the recognizer of `num_classes` people) for
-    `config` (seeded), BatchNorm momentum lowered when training from scratch."""
+    """The model of `config`'s task and head (`trainer.tasks`; a detector by default), seeded,
+    BatchNorm momentum lowered to the task's when training from scratch."""
     import keras
 
-    from .models import build_detector
-
+    task = tasks.get(config.task, config.head)
     keras.utils.set_random_seed(config.seed)
-    if config.task == "identity":
-        from .identity import build_identity_model
-
-        model = build_identity_model(num_classes=num_classes, backbone=config.backbone,
-                                     image_size=config.image_size, alpha=config.alpha, weights=config.weights)
-    else:
-        model = build_detector(backbone=config.backbone, image_size=config.image_size, alpha=config.alpha,
-                               weights=config.weights)
+    model = task.build(config, num_classes=num_classes)
     if config.from_scratch:
-        # Keras' MobileNetV2 uses momentum 0.999: on a small set from scratch its moving statistics
-        # would still be near their initial values after the whole fit, and validation (which uses
-        # them) stays stuck. 0.9 settles within a few dozen steps. A recognizer's set is a few
-        # crops per person - a handful of steps per epoch - so its statistics follow faster (0.5):
-        # with 0.9 the validation accuracy stayed at chance for ~10 epochs on 3 x 14 crops.
-        momentum = 0.5 if config.task == "identity" else 0.9
         for layer in model.get_layer("backbone").layers:
             if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = momentum
+                layer.momentum = task.scratch_bn_momentum
     return model
 
 
-def compile_for_phase(model, *, fine_tune_layers, lr: float, box_weight: float, freeze_batchnorm: bool,
-                      task: str | None = None) -> int:
-    """Set what trains and compile with a fresh Adam. Returns trainable backbone layers."""
-    import keras
-
-    from .losses import MaskedIoU, localization_loss
+def compile_for_phase(model, config: FitConfig, *, fine_tune_layers, lr: float) -> int:
+    """Set what trains (BatchNorm frozen unless training from scratch) and compile with a fresh
+    optimizer, the task's way. Returns trainable backbone layers."""
     from .models import set_trainable
 
-    if task == "identity":
-        from .identity import compile_identity
-
-        return compile_identity(model, fine_tune_layers=fine_tune_layers, lr=lr, freeze_batchnorm=freeze_batchnorm)
-    n = set_trainable(model, fine_tune_layers, freeze_batchnorm=freeze_batchnorm)
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss={"presence": keras.losses.BinaryCrossentropy(), "box": localization_loss},
-        loss_weights={"presence": 1.0, "box": box_weight},
-        metrics={"presence": [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
-                 "box": [MaskedIoU(name="iou")]},
-    )
+    n = set_trainable(model, fine_tune_layers, freeze_batchnorm=not config.from_scratch)
+    tasks.get(config.task, config.head).compile(model, lr=lr, config=config)
     return n
 
 
@@ -276,8 +254,7 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
 
     run = Path(run)
     monitor = "val_loss" if val_ds is not None else "loss"
-    compile_for_phase(model, fine_tune_layers=phase["fine_tune_layers"], lr=phase["lr"],
-                      box_weight=config.box_weight, freeze_batchnorm=not config.from_scratch, task=config.task)
+    compile_for_phase(model, config, fine_tune_layers=phase["fine_tune_layers"], lr=phase["lr"])
     fit_model, fit_train, fit_val = model, train_ds, val_ds
     cached = (cache.prepare(model, phase=phase["name"], fine_tune_layers=phase["fine_tune_layers"])
               if cache is not None else None)
@@ -316,7 +293,8 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
 
 def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, resume: bool = False,
         verbose="auto", extra_callbacks=(), log=print) -> dict:
-    """Train a detector on TFDIR's train split (val for checkpoints) into the run folder `out`.
+    """Train the model of TFDIR's task (`config.head` picks among its heads) on its train split
+    (val for checkpoints) into the run folder `out`.
 
     `resume` continues an interrupted fit of `out` with its saved configuration (the `config`
     passed is then ignored) after checking TFDIR's records are the ones it started with.
@@ -332,16 +310,14 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
         config.validate()
         state = None
     data_info = tdata.describe_tfdir(tfdir)
-    task = data_info["task"]
-    if config.task is not None and config.task != task:
-        raise FitError(f"--task {config.task}: {tfdir} holds {task} records")
-    if task == "identity" and len(data_info["labels"]) < 2:
-        raise FitError(f"{Path(tfdir) / 'labels.txt'}: expected one name per line for at least two people "
-                       f"(written by `datatool split --task identity`), got {data_info['labels']}")
-    num_classes = len(data_info["labels"]) if task == "identity" else 0
+    if config.task is not None and config.task != data_info["task"]:
+        raise FitError(f"--task {config.task}: {tfdir} holds {data_info['task']} records")
+    # a resumed run keeps its entry (one from before heads had names: its task's first head)
+    task = tasks.of_run(saved, run) if resume else tasks.get(data_info["task"], config.head)
+    num_classes = task.num_classes(data_info, tfdir)
     if data_info["counts"].get("train", 0) == 0:
         raise FitError(f"{tfdir}: the train split is empty")
-    config = dataclasses.replace(config, task=task)
+    config = dataclasses.replace(config, task=task.name, head=task.head)
 
     if not resume and (run / "config.json").exists() and not overwrite:
         raise OutputExistsError(f"{run}: a run already exists (use --overwrite to replace it, "
@@ -364,27 +340,25 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
                 (run / name).unlink(missing_ok=True)
         state = {"phase": 0, "phases_done": 0, "next_epoch": 0}
         _write_state(run, state)
-        record = {"facekit_run": 1, "status": "running", "command": command_line(), "task": task,
-                  "backbone": config.backbone, "image_size": config.image_size, "alpha": config.alpha,
+        record = {"facekit_run": 1, "status": "running", "command": command_line(), "task": task.name,
+                  "head": task.head, "backbone": config.backbone, "image_size": config.image_size, "alpha": config.alpha,
                   "weights": config.weights, "labels": data_info["labels"],
                   "fit": dataclasses.asdict(config), "phases": config.phases(),
-                  "data": data_info, "outputs": {"presence": "sigmoid, 1: probability of a face",
-                                                  "box": "x_min, y_min, x_max, y_max normalized to [0, 1]"}
-                  if task == "detection" else {"identity": "softmax over labels (line i of labels.txt is class i)"},
+                  "data": data_info, "outputs": dict(task.outputs),
                   "input": {"size": [config.image_size, config.image_size, 3], "range": "RGB 0-255"}}
         write_json_atomic(run / "config.json", record)
 
-    targets = {"task": task, "num_classes": num_classes}
+    targets = task.targets(num_classes)
     train_ds = tdata.make_dataset(tfdir, "train", image_size=config.image_size, batch_size=config.batch_size,
-                                  shuffle=True, seed=config.seed, **targets)
-    val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size, **targets)
-              if data_info["counts"].get("val") else None)
+                                  targets=targets, shuffle=True, seed=config.seed)
+    val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size,
+                                 targets=targets) if data_info["counts"].get("val") else None)
     if val_ds is None:
         log(f"{tfdir}: no val split: checkpoints and early stopping follow the training loss")
     if not _has_tensorboard():
         log("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
-    cache = _feature_cache(tfdir, run, config=config, data_info=data_info, targets=targets, record=record,
-                           log=log, progress=verbose != 0)
+    cache = _feature_cache(tfdir, run, config=config, data_info=data_info, targets=targets,
+                           num_classes=num_classes, record=record, log=log, progress=verbose != 0)
 
     phases = config.phases()
     epoch = state.get("next_epoch", 0)
@@ -426,8 +400,7 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     save_model(model, run / "model.keras")
     history = read_history(run)
     try:
-        plot_curves(history, run / "curves.png", phase_ends=state.get("phase_ends", []),
-                    panels=_identity_panels() if task == "identity" else None)
+        plot_curves(history, run / "curves.png", phase_ends=state.get("phase_ends", []), panels=task.panels)
     except Exception as e:  # a picture must not lose a finished fit
         log(f"curves.png not written ({e})")
     record.update(status="done", versions=versions(), results={
@@ -440,8 +413,8 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     return record
 
 
-def _feature_cache(tfdir: Path, run: Path, *, config: FitConfig, data_info: dict, targets: dict, record: dict,
-                   log, progress: bool):
+def _feature_cache(tfdir: Path, run: Path, *, config: FitConfig, data_info: dict, targets, num_classes: int,
+                   record: dict, log, progress: bool):
     """The fit's `FeatureCache` (None with `feature_cache` off); its entries go to `record`."""
     if not config.feature_cache:
         log("feature cache off (--no-feature-cache): the frozen layers run on every batch")
@@ -454,8 +427,9 @@ def _feature_cache(tfdir: Path, run: Path, *, config: FitConfig, data_info: dict
 
     splits = [s for s in ("train", "val") if data_info["counts"].get(s)]
     pipelines = {s: (lambda s=s: tdata.make_dataset(tfdir, s, image_size=config.image_size,
-                                                    batch_size=config.batch_size, **targets)) for s in splits}
-    fingerprint = {"records": data_info["record_sha256"], **targets, "backbone": config.backbone,
+                                                    batch_size=config.batch_size, targets=targets)) for s in splits}
+    fingerprint = {"records": data_info["record_sha256"], "task": config.task, "head": config.head,
+                   "num_classes": num_classes, "backbone": config.backbone,
                    "alpha": config.alpha, "image_size": config.image_size, "trainer": __version__,
                    "keras": keras.__version__, "tensorflow": tf.__version__}
     return FeatureCache(run, pipelines=pipelines, counts={s: data_info["counts"][s] for s in splits},
@@ -480,15 +454,9 @@ def _load_for_resume(run: Path):
 # the picture
 
 
-def _identity_panels():
-    from .identity import CURVE_PANELS
-
-    return CURVE_PANELS
-
-
-def plot_curves(history: list[dict], path: Path, *, phase_ends=(), panels=None) -> None:
+def plot_curves(history: list[dict], path: Path, *, panels, phase_ends=()) -> None:
     """Losses and metrics per epoch (train solid, validation dashed), phase changes marked.
-    `panels`: `[(history key, title)]`, default the detector's six."""
+    `panels`: `[(history key, title)]`, the task's (`trainer.tasks.Task.panels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -496,9 +464,6 @@ def plot_curves(history: list[dict], path: Path, *, phase_ends=(), panels=None) 
 
     from datatool.core.fsutil import atomic_path
 
-    panels = panels or [("loss", "total loss"), ("presence_loss", "presence loss (BCE)"), ("box_loss", "box loss"),
-                        ("presence_auc", "presence AUC"), ("presence_accuracy", "presence accuracy"),
-                        ("box_iou", "box IoU")]
     epochs = [int(h["epoch"]) + 1 for h in history]
     rows, cols = (2, 3) if len(panels) > 3 else (1, len(panels))
     fig, axes = plt.subplots(rows, cols, figsize=(13, 7 if rows == 2 else 4), squeeze=False)

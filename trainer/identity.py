@@ -1,4 +1,5 @@
-"""Face recognition - which person is this - on the same parts as the detector.
+"""The identity task - which person is this - on the same parts as the detector: its model,
+training targets, metrics and evaluation (the `identity` entry of `trainer.tasks`).
 
 The model: `image (0-255 RGB) -> preprocess -> backbone -> head -> {identity}`, built from the
 same three named parts as the detector (`trainer.models`), so the transfer-learning phases,
@@ -10,17 +11,15 @@ same three named parts as the detector (`trainer.models`), so the transfer-learn
 
 Answers: the most probable name, or `unknown` when its probability is below a threshold - a
 recognizer that must say "nobody I know" (unlocking, attendance) needs that threshold more than
-a few points of accuracy. Enrolled people (`trainer.enroll`) are answered by nearest embedding.
+a few points of accuracy.
 
-This module also holds the identity metrics (plain numpy, unit-tested), `evaluate_identity`
-(metrics.json + confusion_matrix.png) and `predict_identity_paths` (names per image or per face
-found by a detector in a full frame).
+Layers of the identity side, each importing only those below it: this module; the embeddings
+store (`trainer.enroll`: enrolled faces, embedding, nearest); the recognizer on top
+(`trainer.recognizer`: softmax or nearest enrolled face, predict on images and live).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,7 @@ from datatool.core.errors import DatatoolError
 OUTPUT = "identity"
 UNKNOWN = "unknown"
 HIDDEN = (256, 128, 64)
-MODES = ("auto", "softmax", "enrolled")
-DEFAULT_DETECTOR = "mtcnn"  # finds every face in a frame (Haar misses profiles)
-FIELDS = ["source", "frame", "face", "width", "height", "name", "score", "distance", "mode", "label",
-          "x_min", "y_min", "x_max", "y_max"]
+OUTPUTS = {OUTPUT: "softmax over labels (line i of labels.txt is class i)"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,21 +77,32 @@ def build_identity_model(*, num_classes: int, backbone: str = "mobilenetv2", ima
     return assemble_identity(bb, head, backbone=backbone, image_size=image_size, bn_inference=bn_inference)
 
 
-def is_identity_model(model) -> bool:
-    return OUTPUT in list(getattr(model, "output_names", None) or [])
-
-
-def compile_identity(model, *, fine_tune_layers, lr: float, freeze_batchnorm: bool) -> int:
-    """Set what trains (`trainer.models.set_trainable`) and compile: categorical cross-entropy on
-    one-hot targets, accuracy. Returns trainable backbone layers."""
+def compile_identity(model, *, lr: float) -> None:
+    """Compile with a fresh Adam: categorical cross-entropy on one-hot targets, accuracy."""
     import keras
 
-    from .models import set_trainable
-
-    n = set_trainable(model, fine_tune_layers, freeze_batchnorm=freeze_batchnorm)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss={OUTPUT: keras.losses.CategoricalCrossentropy()},
                   metrics={OUTPUT: [keras.metrics.CategoricalAccuracy(name="accuracy")]})
-    return n
+
+
+def one_hot_targets(num_classes: int):
+    """The pipeline's targets (`trainer.data.make_dataset`): a parsed record ->
+    `{"identity": (num_classes,)}`, its `image/class/label` one-hot."""
+    def targets(record) -> dict:
+        import tensorflow as tf
+
+        return {OUTPUT: tf.one_hot(record["class_label"], num_classes)}
+
+    return targets
+
+
+def people(data_info: dict, tfdir: Path) -> int:
+    """How many people the records name (classes of the softmax); at least two, or an error."""
+    labels = data_info["labels"]
+    if len(labels) < 2:
+        raise DatatoolError(f"{Path(tfdir) / 'labels.txt'}: expected one name per line for at least two people "
+                            f"(written by `datatool split --task identity`), got {labels}")
+    return len(labels)
 
 
 # `trainer.fit.plot_curves` panels for an identity run: (history key, title)
@@ -218,7 +225,7 @@ def predict_split(model, tfdir: Path, split: str, *, image_size: int, num_classe
     from . import data as tdata
 
     ds = tdata.make_dataset(tfdir, split, image_size=image_size, batch_size=batch_size, with_meta=True,
-                            task="identity", num_classes=num_classes)
+                            targets=one_hot_targets(num_classes))
     probs, ys, ids = [], [], []
     try:
         for images, targets, meta in ds:
@@ -240,7 +247,7 @@ def predict_split(model, tfdir: Path, split: str, *, image_size: int, num_classe
 def evaluate_identity(run: Path, tfdir: Path, *, model, config: dict, split: str = "test",
                       threshold: float = 0.5, out: Path | None = None, batch_size: int = 32) -> dict:
     """A recognizer on one split: `identity_metrics` -> `metrics.json` + `confusion_matrix.png`
-    in `out` (default RUN). Called by `trainer.evaluate.evaluate` for identity runs."""
+    in `out` (default RUN). The identity entry's `evaluate` (`trainer.tasks.evaluate`)."""
     from datatool.core.fsutil import write_json_atomic
 
     from . import data as tdata
@@ -275,218 +282,3 @@ def summary_lines(m: dict) -> list[str]:
     lines.append(f"threshold {m['threshold']:g}: {m['answered']:.1%} answered, {m['unknown']} 'unknown'; "
                  f"accuracy of answers {'n/a' if acc is None else f'{acc:.3f}'}")
     return lines
-
-
-# ---------------------------------------------------------------------------------------------
-# predict
-
-
-@dataclass(frozen=True)
-class Answer:
-    """Who one face is: `name` (or `unknown`), `score` (softmax probability, or cosine similarity
-    `1 - distance` to the nearest enrolled face), `distance` (enrolled mode only), `mode`, `label`
-    (the best guess before the threshold, so a near miss can be seen)."""
-
-    name: str
-    score: float
-    mode: str
-    label: str
-    distance: float | None = None
-
-
-class Recognizer:
-    """A trained identity run answering "who is this" for face crops (RGB arrays of any size).
-
-    `mode`: `softmax` (the trained people), `enrolled` (nearest embedding among the people added
-    with `trainer enroll`), or `auto` (enrolled when the run has enrolments, else softmax).
-    `threshold`: the least softmax probability to answer a name; `max_distance`: the largest
-    cosine distance to an enrolled face to answer its name (default: the run's enrolled store's).
-    """
-
-    def __init__(self, run: Path, *, mode: str = "auto", threshold: float = 0.5, max_distance: float | None = None):
-        from . import enroll as E
-        from .models import load_run
-
-        if mode not in MODES:
-            raise DatatoolError(f"--mode: {mode!r} is not one of {', '.join(MODES)}")
-        if not 0 <= threshold <= 1:
-            raise DatatoolError(f"--threshold: {threshold} is not a probability in [0, 1]")
-        self.run = Path(run)
-        self.model, self.config = load_run(run)
-        self.labels = run_labels(self.config, run)
-        self.size = int(self.config["image_size"])
-        self.threshold = threshold
-        self.store = E.load_enrolled(run, model_path=self.run / "model.keras")
-        if mode == "auto":
-            mode = "enrolled" if self.store is not None else "softmax"
-        if mode == "enrolled" and self.store is None:
-            raise DatatoolError(f"{run}: --mode enrolled: nobody is enrolled (add people with "
-                                f"`trainer enroll {run} --person NAME IMAGES...`)")
-        self.mode = mode
-        if max_distance is not None and not 0 <= max_distance <= 2:
-            raise DatatoolError(f"--max-distance: {max_distance} is not a cosine distance in [0, 2]")
-        self.max_distance = max_distance if max_distance is not None else E.DEFAULT_MAX_DISTANCE
-        self._embedder = E.embedding_model(self.model) if mode == "enrolled" else None
-
-    def probabilities(self, crops) -> np.ndarray:
-        import tensorflow as tf
-
-        from .data import resize_images
-
-        batch = tf.stack([resize_images(np.asarray(c), self.size) for c in crops])
-        return np.asarray(self.model.predict_on_batch(batch)[OUTPUT])
-
-    def recognize(self, crops) -> list[Answer]:
-        from . import enroll as E
-
-        if not len(crops):
-            return []
-        if self.mode == "softmax":
-            probs = self.probabilities(crops)
-            best = [self.labels[int(k)] for k in probs.argmax(axis=1)]
-            return [Answer(name, score, "softmax", label)
-                    for (name, score, _), label in zip(decide(probs, self.labels, threshold=self.threshold), best)]
-        emb = E.embed(self._embedder, crops, image_size=self.size)
-        return [Answer(name if dist <= self.max_distance else UNKNOWN, 1.0 - dist, "enrolled", name, dist)
-                for name, dist in E.nearest(self.store, emb)]
-
-
-def _caption(answer: Answer) -> str:
-    return f"{answer.name} {answer.score:.2f}"
-
-
-def find_faces(detector, rgb, *, margin: float, size: int):
-    """`[(box xyxy pixels, crop)]` for every face `detector` finds (`None`: the whole image is the
-    face). Crops are cut by `datatool.core.faces.cut_face`, the rule `datatool crop` trains on."""
-    from datatool.core.faces import cut_face
-
-    h, w = rgb.shape[:2]
-    if detector is None:
-        return [((0.0, 0.0, float(w), float(h)), rgb)]
-    out = []
-    for det in detector.detect(rgb):
-        crop, _ = cut_face(rgb, det.box, margin=margin, size=size)
-        out.append((tuple(float(v) for v in det.box.xyxy), crop))
-    return out
-
-
-def annotate(rgb, faces, answers, *, min_side: int = 240):
-    """A copy of `rgb` with each face's box and `name score` (grey for `unknown`). Images smaller
-    than `min_side` (face crops) are enlarged first so the name stays readable."""
-    import cv2
-
-    from datatool.core.draw import draw_boxes
-
-    h, w = rgb.shape[:2]
-    k = max(1, -(-min_side // max(1, min(h, w))))
-    img = cv2.resize(rgb, (w * k, h * k), interpolation=cv2.INTER_NEAREST) if k > 1 else rgb
-    for (box, _), a in zip(faces, answers):
-        color = (140, 140, 140) if a.name == UNKNOWN else (0, 200, 83)
-        img = draw_boxes(img, [tuple(v * k for v in box)], captions=[_caption(a)], color=color)
-    return img
-
-
-def training_margin(config: dict, default: float) -> float:
-    """The crop margin the run's training faces were cut with (`datatool crop` / `capture
-    --crop-faces`, found in the TFDIR's provenance chain), else `default`."""
-    record = (config.get("data") or {}).get("dataset_json")
-    for _ in range(8):
-        if not isinstance(record, dict):
-            break
-        if record.get("stage") == "crop" and isinstance(record.get("margin"), (int, float)):
-            return float(record["margin"])
-        parents = record.get("parents") or [{}]
-        record = record.get("parent") or (parents[0].get("record") if isinstance(parents[0], dict) else None)
-    return default
-
-
-def open_detector(spec: str | None, *, run: Path):
-    """`None` for `--detector none` (inputs are face crops), else `datatool.core.detect.get_detector`."""
-    if spec is None:
-        spec = DEFAULT_DETECTOR
-    if str(spec).strip().lower() == "none":
-        return None
-    from datatool.core.detect import get_detector
-
-    if Path(spec).expanduser().resolve() == Path(run).resolve():
-        raise DatatoolError(f"--detector {spec}: that is the recognizer itself; give a face detector "
-                            f"(haar, mtcnn or a detection run)")
-    return get_detector(spec)
-
-
-def predict_identity_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, detector: str | None = None,
-                           mode: str = "auto", max_distance: float | None = None, margin: float | None = None,
-                           overwrite: bool = False, progress: bool = True) -> list[dict]:
-    """Name the faces in every image under `inputs`: one row per face (per image with
-    `detector='none'`, where each image is a face crop) in `out/predictions.csv/json`, and an
-    annotated copy of each image (`out/annotated/...jpg`, names written on the faces)."""
-    import csv
-    import io
-
-    from tqdm import tqdm
-
-    from datatool.core.faces import DEFAULT_MARGIN
-    from datatool.core.draw import save_rgb
-    from datatool.core.fsutil import prepare_output_dir, write_text_atomic
-    from datatool.core.images import load_rgb
-
-    from .predict import collect_inputs
-
-    items = collect_inputs(inputs)
-    videos = [str(p) for p, _, kind in items if kind == "video"]
-    if videos:
-        raise DatatoolError(f"{videos[0]}: videos are not supported with a recognizer yet; extract frames "
-                            f"(`datatool capture DIR --source {videos[0]}`) and predict on the folder")
-    recognizer = Recognizer(run, mode=mode, threshold=threshold, max_distance=max_distance)
-    margin = training_margin(recognizer.config, DEFAULT_MARGIN) if margin is None else margin
-    found = open_detector(detector, run=run)
-    out = prepare_output_dir(Path(out), overwrite=overwrite)
-    rows, problems = [], []
-    for path, name, _ in tqdm(items, desc="images", unit="img", disable=not progress):
-        try:
-            rgb = load_rgb(path)
-        except DatatoolError as e:  # a corrupt file is reported, the others go on
-            problems.append(str(e))
-            continue
-        h, w = rgb.shape[:2]
-        faces = find_faces(found, rgb, margin=margin, size=recognizer.size)
-        answers = recognizer.recognize([c for _, c in faces])
-        save_rgb(out / "annotated" / Path(name).with_suffix(".jpg"), annotate(rgb, faces, answers))
-        if not faces:
-            problems.append(f"{path}: no face found")
-        for k, ((box, _), a) in enumerate(zip(faces, answers)):
-            rows.append({"source": str(path), "frame": None, "face": k, "width": w, "height": h, "name": a.name,
-                         "score": round(a.score, 6), "distance": None if a.distance is None else round(a.distance, 6),
-                         "mode": a.mode, "label": a.label, "x_min": round(box[0], 2), "y_min": round(box[1], 2),
-                         "x_max": round(box[2], 2), "y_max": round(box[3], 2)})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r[k] is None else r[k]) for k in FIELDS})
-    write_text_atomic(out / "predictions.csv", buf.getvalue())
-    write_text_atomic(out / "predictions.json", json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
-    if problems:
-        write_text_atomic(out / "problems.txt", "\n".join(problems) + "\n")
-    return rows
-
-
-def live_identity(run: Path, source: str, *, threshold: float = 0.5, detector: str | None = None,
-                  mode: str = "auto", max_distance: float | None = None, margin: float | None = None,
-                  max_frames: int | None = None) -> dict:
-    """Names on the faces of a camera or video in a Qt window with FPS; Q or Esc quits."""
-    from datatool.core.faces import DEFAULT_MARGIN
-
-    from . import liveview
-
-    liveview.require_display("to name faces in files instead use `trainer predict RUN INPUT... --out DIR`")
-    recognizer = Recognizer(run, mode=mode, threshold=threshold, max_distance=max_distance)
-    margin = training_margin(recognizer.config, DEFAULT_MARGIN) if margin is None else margin
-    found = open_detector(detector, run=run)
-
-    def step(rgb):
-        faces = find_faces(found, rgb, margin=margin, size=recognizer.size)
-        answers = recognizer.recognize([c for _, c in faces])
-        return annotate(rgb, faces, answers), ", ".join(a.name for a in answers) or "no face"
-
-    return liveview.run(source, f"trainer predict - {Path(run).name}", step, max_frames=max_frames)

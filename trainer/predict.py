@@ -1,8 +1,10 @@
 """`trainer predict`: a trained detector on images, folders, video files, or a live camera.
 
 Outputs in OUT: annotated copies (`annotated/<name>.jpg`; a video becomes `<name>.annotated.mp4`),
-`predictions.csv` and `predictions.json` (one row per image or video frame: score, box in pixels,
-whether it counts as a face at `--threshold`).
+`predictions.csv` and `predictions.json` (one row per image or video frame: the best face's score
+and box in pixels, whether it counts as a face at `--threshold`). The faces come from
+`trainer.detector.RunDetector`, the detector `datatool prelabel --detector RUN` uses too; every
+face at or above `--threshold` is drawn.
 """
 
 from __future__ import annotations
@@ -21,37 +23,6 @@ from datatool.core.images import is_image
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 FIELDS = ["source", "frame", "width", "height", "score", "face", "x_min", "y_min", "x_max", "y_max"]
-
-
-class Detector:
-    """A run's detector on RGB arrays of any size: `detect(frames) -> [(score, (x0, y0, x1, y1))]`,
-    the box in the pixels of each frame."""
-
-    def __init__(self, run: Path):
-        from .models import load_run
-
-        self.model, self.config = load_run(run)
-        if self.config.get("task", "detection") != "detection":
-            raise DatatoolError(f"{run}: a {self.config.get('task')} model, not a face detector")
-        self.size = int(self.config["image_size"])
-
-    def detect(self, frames) -> list[tuple[float, tuple[float, float, float, float]]]:
-        import tensorflow as tf
-
-        from .data import resize_images
-        from .metrics import order_corners
-
-        if not len(frames):
-            return []
-        batch = tf.stack([resize_images(np.asarray(f), self.size) for f in frames])
-        out = self.model.predict_on_batch(batch)
-        scores = np.asarray(out["presence"]).reshape(-1)
-        boxes = order_corners(np.clip(np.asarray(out["box"]), 0.0, 1.0))
-        result = []
-        for f, s, b in zip(frames, scores, boxes):
-            h, w = np.asarray(f).shape[:2]
-            result.append((float(s), (b[0] * w, b[1] * h, b[2] * w, b[3] * h)))
-        return result
 
 
 def collect_inputs(inputs) -> list[tuple[Path, str, str]]:
@@ -86,18 +57,23 @@ def _caption(score: float) -> str:
     return f"face {score:.2f}"
 
 
-def annotate(rgb, score: float, box, *, threshold: float):
+def annotate(rgb, dets, *, threshold: float):
+    """A copy of `rgb` with every detection at or above `threshold` drawn (`rgb` itself if none)."""
     from datatool.core.draw import draw_boxes
 
-    if score < threshold:
+    shown = [d for d in dets if d.score >= threshold]
+    if not shown:
         return rgb
-    return draw_boxes(rgb, [box], captions=[_caption(score)])
+    return draw_boxes(rgb, [d.box.xyxy for d in shown], captions=[_caption(d.score) for d in shown])
 
 
-def _row(source: str, frame, rgb, score, box, threshold) -> dict:
+def _row(source: str, frame, rgb, dets, threshold) -> dict:
+    """One row per image or frame: its best face (score 0 and an empty box when the model
+    proposes none)."""
     h, w = rgb.shape[:2]
+    score, box = (dets[0].score, dets[0].box.xyxy) if dets else (0.0, (0.0, 0.0, 0.0, 0.0))
     return {"source": source, "frame": frame, "width": w, "height": h, "score": round(score, 6),
-            "face": bool(score >= threshold), "x_min": round(box[0], 2), "y_min": round(box[1], 2),
+            "face": bool(dets) and score >= threshold, "x_min": round(box[0], 2), "y_min": round(box[1], 2),
             "x_max": round(box[2], 2), "y_max": round(box[3], 2)}
 
 
@@ -109,9 +85,11 @@ def predict_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, overw
     from datatool.core.draw import save_rgb
     from datatool.core.images import load_rgb
 
+    from .detector import RunDetector
+
     items = collect_inputs(inputs)
     out = prepare_output_dir(Path(out), overwrite=overwrite)
-    detector = Detector(run)
+    detector = RunDetector(run, threshold=0.0)  # every proposal: the rows show scores below --threshold too
     rows, problems = [], []
     images = [(p, n) for p, n, k in items if k == "image"]
     bar = tqdm(total=len(images), desc="images", unit="img", disable=not progress or not images)
@@ -122,9 +100,9 @@ def predict_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, overw
                 chunk.append((p, name, load_rgb(p)))
             except DatatoolError as e:  # a corrupt file is reported, the others go on
                 problems.append(str(e))
-        for (p, name, rgb), (score, box) in zip(chunk, detector.detect([c[2] for c in chunk])):
-            save_rgb(out / "annotated" / Path(name).with_suffix(".jpg"), annotate(rgb, score, box, threshold=threshold))
-            rows.append(_row(str(p), None, rgb, score, box, threshold))
+        for (p, name, rgb), dets in zip(chunk, detector.detect_many([c[2] for c in chunk])):
+            save_rgb(out / "annotated" / Path(name).with_suffix(".jpg"), annotate(rgb, dets, threshold=threshold))
+            rows.append(_row(str(p), None, rgb, dets, threshold))
         bar.update(len(images[start:start + batch_size]))
     bar.close()
     for p, name, kind in items:
@@ -137,9 +115,10 @@ def predict_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, overw
     return rows
 
 
-def predict_video(detector: Detector, path: Path, dest: Path, *, threshold: float, batch_size: int = 16,
+def predict_video(detector, path: Path, dest: Path, *, threshold: float, batch_size: int = 16,
                   progress: bool = True) -> list[dict]:
-    """Annotate every frame of a video into `dest` (mp4, written under a temporary name)."""
+    """Annotate every frame of a video into `dest` (mp4, written under a temporary name);
+    `detector` a `RunDetector` (threshold 0: every proposal reaches the rows)."""
     import cv2
     from tqdm import tqdm
 
@@ -163,14 +142,14 @@ def predict_video(detector: Detector, path: Path, dest: Path, *, threshold: floa
                 frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
             if not frames:
                 break
-            for rgb, (score, box) in zip(frames, detector.detect(frames)):
+            for rgb, dets in zip(frames, detector.detect_many(frames)):
                 if writer is None:
                     h, w = rgb.shape[:2]
                     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                     if not writer.isOpened():
                         raise DatatoolError(f"{dest}: cannot write video (OpenCV has no mp4v encoder here)")
-                writer.write(np.ascontiguousarray(annotate(rgb, score, box, threshold=threshold)[:, :, ::-1]))
-                rows.append(_row(str(path), index, rgb, score, box, threshold))
+                writer.write(np.ascontiguousarray(annotate(rgb, dets, threshold=threshold)[:, :, ::-1]))
+                rows.append(_row(str(path), index, rgb, dets, threshold))
                 index += 1
             bar.update(len(frames))
         if writer is None:
@@ -198,18 +177,23 @@ def write_tables(rows: list[dict], out: Path) -> None:
     write_text_atomic(Path(out) / "predictions.json", json.dumps(rows, indent=1) + "\n")
 
 
+def summary(rows: list[dict], *, threshold: float, out: Path) -> str:
+    """The line `trainer predict` prints after a detector's run over files."""
+    faces = sum(r["face"] for r in rows)
+    return (f"{len(rows)} images/frames, {faces} with a face (score >= {threshold:g}); "
+            f"wrote {out}/predictions.csv, predictions.json and annotated copies")
+
+
 def live(run: Path, source: str, *, threshold: float = 0.5, max_frames: int | None = None) -> dict:
     """Boxes and FPS on a camera (index or device path) or a video, in a Qt window; Q or Esc quits."""
-    from datatool.core.draw import draw_boxes
-
     from . import liveview
+    from .detector import RunDetector
 
     liveview.require_display("to annotate files instead use `trainer predict RUN INPUT... --out DIR`")
-    detector = Detector(run)
+    detector = RunDetector(run, threshold=0.0)
 
     def step(rgb):
-        (score, box), = detector.detect([rgb])
-        shown = draw_boxes(rgb, [box], captions=[_caption(score)]) if score >= threshold else rgb
-        return shown, f"score {score:.2f}"
+        dets = detector.detect(rgb)
+        return annotate(rgb, dets, threshold=threshold), f"score {dets[0].score if dets else 0.0:.2f}"
 
     return liveview.run(source, f"trainer predict - {Path(run).name}", step, max_frames=max_frames)
