@@ -46,9 +46,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in str(text).lower().replace("*", "x").split("x"))
     except ValueError as e:
-        raise DatatoolError(f"--size: expected WIDTHxHEIGHT like 640x480, got {text!r}") from e
+        raise DatatoolError(field="--size", reason=f"expected WIDTHxHEIGHT like 640x480, got {text!r}") from e
     if w <= 0 or h <= 0:
-        raise DatatoolError(f"--size: expected positive WIDTHxHEIGHT, got {text!r}")
+        raise DatatoolError(field="--size", reason=f"expected positive WIDTHxHEIGHT, got {text!r}")
     return w, h
 
 
@@ -130,8 +130,7 @@ class FolderSource(Source):
             try:
                 rgb = load_rgb(path)
             except ImageError as e:
-                self.issues.append(Issue("warning", str(path), "", f"skipped: {str(e).split(': ', 1)[-1]}",
-                                         "bad-image"))
+                self.issues.append(Issue.from_error(e, severity="warning", prefix="skipped: ", code="bad-image"))
                 continue
             yield Frame(rgb, float(k), path.name)
 

@@ -83,7 +83,7 @@ class ReadErrors(DatatoolError):
 
 
 def format_module(name: str):
-    from .formats import FORMATS
+    from .dataset import FORMATS
 
     try:
         return FORMATS[name]
@@ -217,7 +217,7 @@ def merge(sources: list[Path], out: Path, *, overwrite: bool = False, command: s
     too (crops to `out/people/NAME/<source name>/`). A JSON that cannot be parsed is copied
     byte for byte and reported. The provenance record lists the parents and their prefixes.
     """
-    from .dataset import IMAGES, PEOPLE, images_dir, list_images, list_people
+    from .dataset import IMAGES, PEOPLE, images_dir, list_people, walk
     from .formats._io import check_free, copy_image, progress
     from .formats.labelme import json_path_for, load_json
     from .core.fsutil import prepare_output_dir, read_record, write_bytes_atomic, write_json_atomic, write_record
@@ -239,29 +239,19 @@ def merge(sources: list[Path], out: Path, *, overwrite: bool = False, command: s
     jsons: list[tuple[Path, Path, str | None]] = []  # (source JSON, destination, new imagePath or None = verbatim)
     parents = []
     for src, prefix in zip(sources, merge_prefixes(sources)):
-        base = images_dir(src)
+        listing = walk(src)
         result.prefixes[str(src)] = prefix
-        paired = set()
-        images = list_images(src)
-        for img in images:
-            key = img.relative_to(base).as_posix()
+        for img, key, jp in listing.images:
             dst = out / IMAGES / prefix / key
             copies.append((img, dst))
             result.images += 1
-            jp = json_path_for(img)
-            if jp.is_file():
-                paired.add(jp.resolve())
+            if jp is not None:
                 jsons.append((jp, json_path_for(dst), dst.name))
                 result.annotations += 1
             else:
                 result.unlabeled += 1
-        for jp in sorted(base.rglob("*.json")):
-            rel = jp.relative_to(base)
-            if jp.resolve() in paired or any(p.startswith(".") for p in rel.parts) or (
-                    base == Path(src) and rel.as_posix() == "dataset.json"):
-                continue
-            if base == Path(src) and rel.parts[0] == PEOPLE:
-                continue
+        for jp in listing.orphan_jsons:
+            rel = jp.relative_to(listing.base)
             jsons.append((jp, out / IMAGES / prefix / rel, None))  # kept as it is: its image is missing
             result.orphan_jsons += 1
             result.issues.append(Issue("warning", str(jp), "imagePath", "labelme JSON without an image beside it "
@@ -271,7 +261,7 @@ def merge(sources: list[Path], out: Path, *, overwrite: bool = False, command: s
                 rel = crop.relative_to(Path(src) / PEOPLE / person)
                 copies.append((crop, out / PEOPLE / person / prefix / rel))
                 result.people_crops += 1
-        parents.append({"path": str(src), "prefix": prefix, "images": len(images),
+        parents.append({"path": str(src), "prefix": prefix, "images": len(listing.images),
                         "record": read_record(src)})
 
     dests = [d for _, d in copies] + [d for _, d, _ in jsons]
@@ -290,8 +280,8 @@ def merge(sources: list[Path], out: Path, *, overwrite: bool = False, command: s
         try:
             data = load_json(jp)
         except AnnotationError as e:
-            result.issues.append(Issue("warning", str(jp), "", f"{str(e).split(': ', 1)[-1]} (copied unchanged)",
-                                       "bad-json"))
+            result.issues.append(Issue.from_error(e, severity="warning", suffix=" (copied unchanged)",
+                                                  code="bad-json"))
             write_bytes_atomic(dst, jp.read_bytes(), overwrite=overwrite)
             continue
         data["imagePath"] = image_name  # the JSON sits beside its image in the merged tree

@@ -239,8 +239,9 @@ def crop_dataset(root: Path, *, out: Path, person: str | None = None, label_as_p
                 group = s.group or sha256_file(img_path)
             except (ImageError, OSError) as e:
                 result.skipped["bad-image"] += 1
-                result.issues.append(Issue("error", str(img_path), "", f"{str(e).split(': ', 1)[-1]} (skipped)",
-                                           "bad-image"))
+                if not isinstance(e, ImageError):
+                    e = ImageError(path=img_path, reason=f"cannot read ({e.strerror or e})")
+                result.issues.append(Issue.from_error(e, suffix=" (skipped)", code="bad-image"))
                 bar.update(len(its))
                 continue
             if (rgb.shape[1], rgb.shape[0]) != (s.width, s.height):

@@ -3,17 +3,27 @@ recursively), optionally `people/NAME/*.jpg` (face crops per person) and `datase
 
 A bare folder of images and JSONs is accepted too and treated as its own `images/`.
 An image's key (`Sample.image_id`) is its path relative to `images/`, POSIX style.
+
+This module is the one place that walks dataset folders (`walk`) and pairs images with their
+labelme JSONs; `formats.labelme` reads one file at a time. The folder-level labelme `read` /
+`write` live here for that reason, and so does `FORMATS`, the registry of every format.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .core.errors import AnnotationError, DatatoolError, ImageError
-from .core.images import image_size, is_image
+from .core.fsutil import RECORD_NAME
+from .core.images import IMAGE_EXTENSIONS, image_size, is_image
 from .core.issues import Issue
 from .core.sample import Sample
+from .formats import coco, csv, voc, wider, yolo
+from .formats._io import check_free, copy_image, progress, raise_first_error, safe_key
+from .formats.labelme import json_path_for, read_labelme, write_labelme
 
 IMAGES = "images"
 PEOPLE = "people"
@@ -30,19 +40,68 @@ def images_dir(root: Path) -> Path:
     return sub if sub.is_dir() else root
 
 
-def _hidden(path: Path, base: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(base).parts)
+@dataclass(frozen=True)
+class Listing:
+    """One walk over a dataset's images folder: what is there, paired by name."""
+
+    base: Path  # the images folder
+    images: list[tuple[Path, str, Path | None]]  # (image, key, its labelme JSON or None), sorted by key
+    orphan_jsons: list[Path]  # JSONs with no same-stem image beside them, sorted
+
+    @property
+    def image_paths(self) -> list[Path]:
+        return [img for img, _, _ in self.images]
+
+
+def walk(root: Path) -> Listing:
+    """Walk the images folder of `root` once: every image (with its same-stem JSON, if any) and
+    every JSON without an image. Hidden files and folders (`.x`) are skipped, and so are
+    `people/` and the dataset's own `dataset.json` when `root` is a bare folder of images.
+    Symlinked folders are not followed. Sorted by key, so every listing is deterministic.
+
+    `os.scandir` rather than `Path.rglob`: its entries know their type without a `stat` per
+    file, and images and JSONs are paired from the one listing instead of an `exists()` each."""
+    root = Path(root)
+    base = images_dir(root)
+    bare = base == root
+    images: list[tuple[str, Path, str]] = []  # (key, folder, file name)
+    jsons: dict[str, tuple[Path, str]] = {}  # key without suffix -> (folder, file name)
+
+    def scan(folder: Path, prefix: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if not (bare and not prefix and name == PEOPLE):
+                        scan(folder / name, f"{prefix}{name}/")
+                    continue
+                stem, ext = os.path.splitext(name)
+                if ext == ".json":  # exactly: an image's JSON is `with_suffix(".json")`
+                    if not (bare and not prefix and name == RECORD_NAME) and entry.is_file():
+                        jsons[f"{prefix}{stem}"] = (folder, name)
+                elif ext.lower() in IMAGE_EXTENSIONS and entry.is_file():
+                    images.append((f"{prefix}{name}", folder, name))
+
+    scan(base, "")
+    images.sort(key=lambda item: item[0])
+    paired: set[str] = set()
+    out = []
+    for key, folder, name in images:
+        stem = key[:len(key) - len(os.path.splitext(name)[1])]
+        jp = None
+        if stem in jsons:
+            paired.add(stem)
+            jp = folder / jsons[stem][1]
+        out.append((folder / name, key, jp))
+    orphans = sorted(folder / name for stem, (folder, name) in jsons.items() if stem not in paired)
+    return Listing(base=base, images=out, orphan_jsons=orphans)
 
 
 def list_images(root: Path) -> list[Path]:
     """Every image under the dataset's images folder, sorted by key (deterministic)."""
-    base = images_dir(root)
-    skip = {base / PEOPLE} if base == Path(root) else set()
-    out = []
-    for p in base.rglob("*"):
-        if p.is_file() and is_image(p) and not _hidden(p, base) and not any(s in p.parents for s in skip):
-            out.append(p)
-    return sorted(out, key=lambda p: p.relative_to(base).as_posix())
+    return walk(root).image_paths
 
 
 def image_key(image_path: Path, root: Path) -> str:
@@ -73,35 +132,22 @@ def load_dataset(root: Path, *, read_sizes: bool = True) -> Dataset:
     Images without a JSON become unlabeled samples; unreadable JSONs and images are reported
     as errors and skipped. With `read_sizes=False` unlabeled images get size 1x1 (fast listing).
     """
-    from .formats.labelme import json_path_for, read_labelme
-
     root = Path(root)
-    base = images_dir(root)
-    ds = Dataset(root=root)
-    images = list_images(root)
-    image_set = {p.with_suffix("") for p in images}
-    for img in images:
-        key = img.relative_to(base).as_posix()
-        jp = json_path_for(img)
-        if jp.exists():
+    listing = walk(root)
+    ds = Dataset(root=root, orphan_jsons=list(listing.orphan_jsons))
+    for img, key, jp in listing.images:
+        if jp is not None:
             try:
-                s = read_labelme(jp, issues=ds.issues, image_id=key)
+                ds.samples.append(read_labelme(jp, issues=ds.issues, image_id=key, image_path=img))
             except AnnotationError as e:
-                ds.issues.append(Issue("error", str(jp), "", str(e).split(": ", 1)[-1], "bad-json"))
-                continue
-            if s.image_path != img and s.image_path.resolve() != img.resolve():  # equal paths: skip the syscalls
-                s = s.replace(image_path=img)
-            ds.samples.append(s)
-        else:
-            try:
-                w, h = image_size(img) if read_sizes else (1, 1)
-            except ImageError as e:
-                ds.issues.append(Issue("error", str(img), "", str(e).split(": ", 1)[-1], "bad-image"))
-                continue
-            ds.samples.append(Sample(image_path=img, width=w, height=h, image_id=key, labeled=False))
-    for jp in sorted(base.rglob("*.json")):
-        if jp.with_suffix("") not in image_set and not _hidden(jp, base):
-            ds.orphan_jsons.append(jp)
+                ds.issues.append(Issue.from_error(e, code="bad-json"))
+            continue
+        try:
+            w, h = image_size(img) if read_sizes else (1, 1)
+        except ImageError as e:
+            ds.issues.append(Issue.from_error(e, code="bad-image"))
+            continue
+        ds.samples.append(Sample(image_path=img, width=w, height=h, image_id=key, labeled=False))
     return ds
 
 
@@ -115,3 +161,71 @@ def list_people(root: Path) -> dict[str, list[Path]]:
         imgs = sorted(p for p in d.rglob("*") if p.is_file() and is_image(p))
         people[d.name] = imgs
     return people
+
+
+# --- a labelme folder as a format (the dataset-level `read` / `write` every format offers) ----
+
+def read_labelme_folder(src: Path, *, images: Path | None = None, issues: list[Issue] | None = None,
+                        ) -> list[Sample]:
+    """Every image of a labelme folder (dataset root or bare folder) with its JSON beside it.
+
+    Unlabeled images (no JSON) come back with `labeled=False`; JSONs without an image are
+    reported as warnings. `images`, if given, is read instead of `src` (same layout rules).
+    """
+    ds = load_dataset(Path(images) if images is not None else Path(src))
+    found = list(ds.issues)
+    for jp in ds.orphan_jsons:
+        found.append(Issue("warning", str(jp), "imagePath", "labelme JSON without an image beside it (ignored)",
+                           "orphan-json"))
+    raise_first_error(found, issues)
+    return ds.samples
+
+
+def write_labelme_folder(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_images: bool = True,
+                         progress_bar: bool = False) -> None:
+    """Write a labelme folder: each image to `out/images/<image_id>` with its JSON beside it.
+
+    Unlabeled samples get their image only (they stay unlabeled). With `copy_images=False` only
+    the JSONs are written, for images already at those places. Refuses existing files unless
+    `overwrite`, checking every destination before writing anything.
+    """
+    out = Path(out)
+    plan = []
+    for s in samples:
+        key = safe_key(s.image_id, where=f"{s.annotation_path or s.image_path}: image_id")
+        dst = out / IMAGES / key
+        plan.append((s, dst, json_path_for(dst) if s.labeled else None))
+    keys = [str(dst) for _, dst, _ in plan]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise AnnotationError(f"{dup}: two samples share this image key (keys must be unique)")
+    check_free([p for _, dst, jp in plan for p in ((dst, jp) if copy_images else (jp,)) if p is not None],
+               overwrite=overwrite)
+    for s, dst, jp in progress(plan, desc="write labelme", enabled=progress_bar):
+        if copy_images:
+            copy_image(s.image_path, dst, overwrite=overwrite)
+        if jp is not None:
+            write_labelme(s.replace(image_path=dst, annotation_path=jp), jp, overwrite=overwrite)
+
+
+@dataclass(frozen=True)
+class FolderFormat:
+    """A format read and written through dataset folders (labelme), shaped like a format module."""
+
+    read: Callable[..., list[Sample]]
+    write: Callable[..., None]
+
+
+LABELME = FolderFormat(read=read_labelme_folder, write=write_labelme_folder)
+
+# The names the CLI accepts (`--from`, `--to`, `validate --format`). Each entry offers
+# `read(src, *, images=None, issues=None) -> list[Sample]` and
+# `write(samples, out, *, overwrite=False, copy_images=True)`.
+FORMATS = {
+    "labelme": LABELME,
+    "wider": wider,
+    "coco": coco,
+    "voc": voc,
+    "yolo": yolo,
+    "csv": csv,
+}

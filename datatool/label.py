@@ -112,7 +112,7 @@ def _prelabel_one(img: Path, det, *, label: str, min_score: float, write_empty: 
     try:
         rgb = load_rgb(img)
     except ImageError as e:
-        result.issues.append(Issue("error", str(img), "", f"skipped: {str(e).split(': ', 1)[-1]}", "bad-image"))
+        result.issues.append(Issue.from_error(e, prefix="skipped: ", code="bad-image"))
         return
     h, w = rgb.shape[:2]
     boxes = [Box(d.box.x_min, d.box.y_min, d.box.x_max, d.box.y_max, label=label,

@@ -25,6 +25,10 @@ stratified + three-way ratios; scikit-learn's `StratifiedGroupKFold` only makes 
 
 Same inputs and seed -> same split and byte-identical shards.
 
+One pass per image: the plan reads each file once (its header probed from those bytes, its
+sha256 taken when no group is named) and hands the bytes to the write stage, up to
+`HANDOVER_BYTES` in all; only past that budget is a file read a second time.
+
 Shards: `{split}-{i:05d}-of-{n:05d}.tfrecord`. `shards="auto"` aims at ~150 MB per shard
 (estimated from the source files' sizes, scaled for `max_side`), and gives `train` at least
 `min(4, images // 32)` shards so a multi-worker reader (tf.data interleave, tf.distribute
@@ -42,6 +46,7 @@ import io
 import json
 import math
 import os
+import threading
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +56,8 @@ from .dataset import image_key, list_people, load_dataset
 from .core.errors import DatatoolError, ImageError
 from .core.fsutil import (atomic_path, command_line, prepare_output_dir, read_record, write_record,
                           write_text_atomic)
-from .core.images import sha256_bytes
+from .core.images import ImageProbe, decode_rgb, encode_jpeg, sha256_bytes
+from .core.images import probe as probe_image
 from .core.issues import Issue
 from .core.sample import Sample
 from .core.tfrecord import SHARD_RE, SPLITS, shard_name
@@ -76,7 +82,9 @@ class SplitItem:
     identity: tuple[int, str] | None = None  # (0-based label, name) for identity data
     file_bytes: int = 0
     file_sha256: str = ""  # set when computed (no group given): reused as image/key/sha256
-    probe: "ImageProbe | None" = None
+    probe: ImageProbe | None = None
+    storable: bool = False  # the file's bytes can go into a record untouched (`storable_as_is`)
+    data: bytes | None = field(default=None, repr=False, compare=False)  # see _Handover
 
 
 @dataclass(frozen=True)
@@ -175,33 +183,85 @@ def _detection_items(root: Path, *, group_by: str, issues: list[Issue], workers:
         issues.append(Issue("warning", str(s.image_path), "", "unlabeled (no labelme JSON): excluded from the split",
                             "unlabeled"))
 
-    def make(s):
-        return _make_item(s, group_by=group_by, stratum=FACE if s.boxes else NEGATIVE)
+    handover = _Handover()
 
+    def make(s):
+        return _make_item(s, group_by=group_by, stratum=FACE if s.boxes else NEGATIVE, handover=handover)
+
+    labeled = [s for s in ds.samples if s.labeled]
     items = []
-    for got in _ordered_parallel(make, [s for s in ds.samples if s.labeled], workers=_workers(workers)):
+    for got in _ordered_parallel(make, labeled, workers=_plan_workers(workers, labeled)):
         (items if isinstance(got, SplitItem) else issues).append(got)
     return items, unlabeled
+
+
+HANDOVER_BYTES = 256 << 20  # image bytes the plan may hold for the write stage
+
+
+class _Handover:
+    """Room for image bytes the plan reads and the write stage reuses, `HANDOVER_BYTES` in all,
+    so those files are read from disk once (reading a webcam frame costs about as much as
+    hashing it). Past the budget the write stage reads the file again. Thread-safe."""
+
+    def __init__(self, budget: int | None = None):
+        self.left = HANDOVER_BYTES if budget is None else budget
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> bool:
+        with self._lock:
+            if size > self.left:
+                return False
+            self.left -= size
+            return True
 
 
 def _workers(workers: int | None) -> int:
     return workers or min(8, os.cpu_count() or 1)
 
 
+LARGE_FILE = 1 << 20  # bytes; see _plan_workers
+
+
+def _plan_workers(workers: int | None, samples: Sequence[Sample]) -> int:
+    """Threads for checking and hashing: as asked, else several only for large files (sha256
+    releases the GIL, so a photo of a few MB hashes in parallel; for webcam-sized frames the
+    hand-offs between threads cost more than they overlap), judged from the first few files."""
+    if workers is not None or len(samples) < 2:
+        return _workers(workers)
+    sizes = []
+    for s in samples[:8]:
+        try:
+            sizes.append(s.image_path.stat().st_size)
+        except OSError:
+            pass
+    return _workers(None) if sizes and sum(sizes) / len(sizes) >= LARGE_FILE else 1
+
+
 def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, str] | None = None,
-               size_from_image: bool = False) -> SplitItem | Issue:
+               size_from_image: bool = False, handover: "_Handover | None" = None) -> SplitItem | Issue:
     """Check the image header against the annotation and fill in the group; an `Issue` if unusable.
 
-    The file is read once here: its sha256 (when the annotation names no group) and its header
-    (size as displayed, and whether the bytes can go into a record untouched) come from it.
+    The header is probed once here, from the file's bytes when they are read: always when the
+    annotation names no group (they are hashed), and while `handover` has room for them (they
+    are kept for the write stage). Otherwise - a group given (augment writes one into every
+    JSON) and no room - only the header is read. Whether the bytes can go into a record
+    untouched is decided for good when the record is written (`prepare_image`).
     """
+    path = s.image_path
     try:
-        data = s.image_path.read_bytes()
-        probe = probe_image(data, name=str(s.image_path))
+        if s.group:  # the bytes are needed only if they can be kept: ask before reading
+            size = path.stat().st_size
+            keep = handover is not None and handover.reserve(size)
+            data = path.read_bytes() if keep else None
+        else:
+            data = path.read_bytes()
+            size = len(data)
+            keep = handover is not None and handover.reserve(size)
+        probe = probe_image(data, name=str(path)) if data is not None else probe_image(path)
     except OSError as e:
         return Issue("error", str(s.image_path), "", f"cannot read image ({e.strerror or e}) (excluded)", "bad-image")
     except ImageError as e:
-        return Issue("error", str(s.image_path), "", f"{str(e).split(': ', 1)[-1]} (excluded)", "bad-image")
+        return Issue.from_error(e, suffix=" (excluded)", code="bad-image")
     if size_from_image:
         s = s.replace(width=probe.width, height=probe.height)
     if (probe.width, probe.height) != (s.width, s.height):
@@ -217,8 +277,9 @@ def _make_item(s: Sample, *, group_by: str, stratum: str, identity: tuple[int, s
     if group_by == "session":
         session = s.attributes.get("session")
         unit = f"session:{session}" if session else group
-    return SplitItem(sample=s, unit=unit, stratum=stratum, identity=identity, file_bytes=len(data),
-                     file_sha256=file_sha, probe=probe)
+    return SplitItem(sample=s, unit=unit, stratum=stratum, identity=identity, file_bytes=size,
+                     file_sha256=file_sha, probe=probe, storable=storable_as_is(probe, data),
+                     data=data if keep else None)
 
 
 def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[list[SplitItem], list[str]]:
@@ -237,7 +298,7 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
         else:
             issues.append(Issue("warning", str(Path(root) / "people" / name), "", "no images: person skipped",
                                 "empty-person"))
-    items = []
+    items, handover = [], _Handover()
     for label, name in enumerate(names):
         for img in people[name]:
             extra = {}
@@ -246,7 +307,8 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
                 try:
                     extra = load_json(jp).get(FACEKIT_KEY) or {}
                 except DatatoolError as e:
-                    issues.append(Issue("warning", str(jp), "", f"{e} (group taken from the image bytes)", "bad-json"))
+                    issues.append(Issue.from_error(e, severity="warning", suffix=" (group taken from the image bytes)",
+                                                  code="bad-json"))
                 if not isinstance(extra, dict):
                     extra = {}
             else:
@@ -256,88 +318,44 @@ def _identity_items(root: Path, *, group_by: str, issues: list[Issue]) -> tuple[
             # no annotation to check the size against: _make_item takes it from the image header
             s = Sample(image_path=img, width=1, height=1, image_id=key, group=str(extra.get("group") or ""),
                        attributes=attrs)
-            got = _make_item(s, group_by=group_by, stratum=name, identity=(label, name), size_from_image=True)
+            got = _make_item(s, group_by=group_by, stratum=name, identity=(label, name), size_from_image=True,
+                             handover=handover)
             (items if isinstance(got, SplitItem) else issues).append(got)
     return items, names
 
 
 # ----------------------------------------------------------------------------- images
 
-@dataclass(frozen=True)
-class ImageProbe:
-    """What an image file's header says: size as displayed and whether its bytes can be stored as is."""
-
-    width: int  # as displayed (EXIF orientation applied)
-    height: int
-    upright_jpeg: bool  # JPEG, no EXIF rotation, RGB or grey, ends with the EOI marker
-
-
-def probe_image(data: bytes, *, name: str = "<bytes>") -> ImageProbe:
-    """Read an image's header (no pixel decoding) from its bytes."""
-    from PIL import Image
-
-    from .core.images import MAX_PIXELS
-
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            try:
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
-            except Exception:  # malformed EXIF: viewers treat it as upright
-                orientation = 1
-            fmt, mode = im.format, im.mode
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: image larger than {MAX_PIXELS} pixels, refusing to load") from e
-    except Exception as e:  # PIL raises many types for broken headers
-        raise ImageError(f"{name}: not an image or unsupported format ({e})") from e
-    if orientation in (5, 6, 7, 8):  # transposed: width and height swap on display
-        w, h = h, w
-    upright = (fmt == "JPEG" and orientation == 1 and mode in ("RGB", "L")
-               and data.rstrip(b"\x00").endswith(b"\xff\xd9"))
-    return ImageProbe(width=w, height=h, upright_jpeg=upright)
+def storable_as_is(probe: ImageProbe, data: bytes | None) -> bool:
+    """Whether an image's bytes can go into a record untouched: a JPEG with no EXIF rotation
+    (TensorFlow's decoder ignores EXIF), RGB or grey, complete (ends with the EOI marker; not
+    checked when `data` is None, i.e. only the header was read)."""
+    return (probe.format == "jpeg" and probe.orientation == 1 and probe.mode in ("RGB", "L")
+            and (data is None or data.rstrip(b"\x00").endswith(b"\xff\xd9")))
 
 
 def prepare_image(path: Path, *, max_side: int | None = None, probe: ImageProbe | None = None,
-                  ) -> tuple[bytes, int, int, bool]:
+                  data: bytes | None = None) -> tuple[bytes, int, int, bool]:
     """Image file -> `(jpeg_bytes, width, height, passthrough)` ready for `image/encoded`.
 
     JPEG files that are upright (no EXIF rotation), RGB or grey, complete (end with the EOI
     marker) and within `max_side` go in byte for byte. Anything else is decoded, EXIF
     orientation applied, downscaled so the longest side is at most `max_side`, and
     re-encoded as JPEG (quality 95) - TensorFlow's decoder ignores EXIF, so this is what
-    keeps boxes on the faces. `probe` (from `probe_image`, same file) skips re-reading the header.
+    keeps boxes on the faces. `probe` (from `images.probe`, same file) skips the header;
+    `data` (the file's bytes) skips the read.
     """
-    from PIL import Image, ImageOps
-
-    from .core.images import MAX_PIXELS, encode_jpeg
-
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read image ({e.strerror or e})") from e
+    if data is None:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageError(path=path, reason=f"cannot read image ({e.strerror or e})") from e
     probe = probe or probe_image(data, name=str(path))
-    if probe.upright_jpeg and (max_side is None or max(probe.width, probe.height) <= max_side):
+    if storable_as_is(probe, data) and (max_side is None or max(probe.width, probe.height) <= max_side):
         return data, probe.width, probe.height, True
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            w, h = im.size
-            if max_side is not None and max(w, h) > max_side:
-                s = max_side / max(w, h)
-                w, h = max(1, round(w * s)), max(1, round(h * s))
-                im = im.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
-            import numpy as np
-
-            rgb = np.asarray(im)
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: image larger than {MAX_PIXELS} pixels, refusing to load") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
-    return encode_jpeg(rgb, quality=JPEG_QUALITY), w, h, False
+    rgb = decode_rgb(data, name=str(path), max_side=max_side)
+    return encode_jpeg(rgb, quality=JPEG_QUALITY), rgb.shape[1], rgb.shape[0], False
 
 
 def _ordered_parallel(fn, items, *, workers: int, window: int = 64):
@@ -516,11 +534,11 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
     total = len(jobs)
 
     def prep(job):
-        return prepare_image(job[3].sample.image_path, max_side=max_side, probe=job[3].probe)
+        return prepare_image(job[3].sample.image_path, max_side=max_side, probe=job[3].probe, data=job[3].data)
 
     def untouched(it):
         p = it.probe
-        return p is not None and p.upright_jpeg and (max_side is None or max(p.width, p.height) <= max_side)
+        return p is not None and it.storable and (max_side is None or max(p.width, p.height) <= max_side)
 
     if all(untouched(job[3]) for job in jobs):
         workers = 1  # only file reads left: a thread pool costs more than it saves

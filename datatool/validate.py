@@ -6,9 +6,9 @@ and the counts a user wants to see (images, labeled, negatives, unlabeled, faces
 
 What is checked, and where:
 - the labelme JSONs themselves (not JSON, not labelme, bad shapes, corner order, boxes outside
-  the image, zero-area boxes) by `datatool.dataset.load_dataset` / `formats.labelme.parse_labelme`;
-  this module re-runs the parser against the image's *real* size, so bounds are checked against
-  the picture, not against whatever the JSON claims;
+  the image, zero-area boxes) by `formats.labelme.parse_labelme`, run once per JSON against the
+  image's *real* size, so bounds are checked against the picture, not against whatever the JSON
+  claims;
 - every image is decoded in full (a truncated JPEG only fails when its last rows are read) and
   hashed, so duplicates are listed together;
 - `imageWidth/imageHeight` against the image as displayed. labelme applies the EXIF orientation
@@ -29,24 +29,22 @@ to `NAME.json.bak` (or `.bak1`, `.bak2`, ... if that exists) and then replaced a
 
 from __future__ import annotations
 
-import copy
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .dataset import PEOPLE, images_dir, list_images, list_people, load_dataset
 from .core.errors import AnnotationError, DatatoolError, ImageError
-from .core.fsutil import RECORD_NAME, write_bytes_atomic, write_json_atomic
-from .core.images import exif_orientation, image_info, is_image, load_rgb, sha256_file
+from .core.fsutil import write_bytes_atomic, write_json_atomic
+from .core.images import is_image, load_rgb, require_strict_decoding, sha256_bytes, transposes, verify
 from .core.issues import SEVERITIES, Issue
-from .core.sample import Box, Sample
+from .core.sample import Sample
+from .dataset import FORMATS, PEOPLE, images_dir, list_people, walk
+from .formats import labelme
 
 DEFAULT_MIN_FACE = 10.0  # pixels; WIDER FACE's "hard" faces start around this size
 DEFAULT_IMBALANCE = 3.0  # largest / smallest number of crops per person before a warning
 BACKUP_SUFFIX = ".bak"  # x.json -> x.json.bak (not *.json, so it is never read as an annotation)
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass(frozen=True)
@@ -110,41 +108,26 @@ class Report:
 
 
 def inspect_image(path: Path) -> ImageFacts:
-    """Decode `path` completely and describe it; raises `ImageError` for anything unreadable."""
-    from PIL import Image
+    """Decode `path` completely and describe it; raises `ImageError` for anything unreadable.
 
+    The file is read once: the header, the full decode and the hash all come from those bytes.
+    """
     path = Path(path)
-    width, height, stored_w, stored_h, _ = image_info(path)  # opens it: missing / not an image / too big
-    orientation = exif_orientation(path)
     try:
-        # Decode every pixel (a truncated JPEG fails only here), without load_rgb's copies:
-        # this is the slow part of validation.
-        with Image.open(path) as im:
-            im.load()
-            decoded = im.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: corrupt or truncated image ({e})") from e
-    if decoded != (stored_w, stored_h):
-        raise ImageError(f"{path}: header says {stored_w}x{stored_h} but the pixels decode to "
-                         f"{decoded[0]}x{decoded[1]}")
-    try:
-        digest = sha256_file(path)
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ImageError(path=path, reason="image not found") from e
     except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from e
-    return ImageFacts(path, width, height, stored_w, stored_h, orientation, digest)
-
-
-def _without_path(message: str, path: Path) -> str:
-    """`ImageError` messages start with the path; an `Issue` carries the path on its own."""
-    prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+        raise ImageError(path=path, reason=f"cannot read ({e.strerror or e})") from e
+    f = verify(data, name=str(path))
+    return ImageFacts(path, f.width, f.height, f.stored_width, f.stored_height, f.orientation, sha256_bytes(data))
 
 
 def _inspect_one(path: Path) -> ImageFacts | Issue:
     try:
         return inspect_image(path)
     except ImageError as e:
-        return Issue("error", str(path), "", _without_path(str(e), path), "bad-image")
+        return Issue.from_error(e, code="bad-image", file=path)
     except Exception as e:  # a decoder bug must not end the whole run: report the file, go on
         return Issue("error", str(path), "", f"cannot decode ({type(e).__name__}: {e})", "bad-image")
 
@@ -156,17 +139,14 @@ def inspect_images(paths: Sequence[Path], *, workers: int | None = None,
 
     from tqdm import tqdm
 
-    from PIL import ImageFile
-
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # something in this process asked Pillow to pad cut files silently
-        raise DatatoolError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images would go unnoticed")
+    require_strict_decoding()
     paths = list(paths)
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = max(1, workers or min(4, os.cpu_count() or 1))
     facts: dict[Path, ImageFacts] = {}
     issues: list[Issue] = []
-    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None  # one: no hand-offs between threads
     try:
-        results = tqdm(pool.map(_inspect_one, paths), total=len(paths), desc="checking images",
+        results = tqdm((pool.map if pool else map)(_inspect_one, paths), total=len(paths), desc="checking images",
                        unit="img", disable=not progress or not paths, leave=False)
         for path, result in zip(paths, results):
             if isinstance(result, Issue):
@@ -174,80 +154,12 @@ def inspect_images(paths: Sequence[Path], *, workers: int | None = None,
             else:
                 facts[path] = result
     finally:
-        # On Ctrl-C, drop the queued images instead of decoding them all before exiting.
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:  # on Ctrl-C, drop the queued images instead of decoding them all before exiting
+            pool.shutdown(wait=True, cancel_futures=True)
     return facts, issues
 
 
 # --------------------------------------------------------------------------- labelme checks
-
-
-def _points_ok(pts) -> bool:
-    return isinstance(pts, list) and all(
-        isinstance(p, (list, tuple)) and len(p) == 2
-        and all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in p)
-        for p in pts)
-
-
-def _image_path_points_to(data: dict, json_path: Path, image: Path) -> bool:
-    """Whether `imagePath` (relative to the JSON, as labelme resolves it) is this image."""
-    field_ = data.get("imagePath")
-    if not isinstance(field_, str) or not field_:
-        return False
-    from pathlib import PureWindowsPath
-
-    # labelme 6 reads imagePath as a Windows path (both separators work) relative to the JSON
-    candidate = json_path.parent / PureWindowsPath(field_).as_posix()
-    try:
-        return candidate.exists() and candidate.resolve() == image.resolve()
-    except OSError:
-        return False
-
-
-def fix_labelme(data: dict, json_path: Path, image: Path, width: int, height: int) -> tuple[dict, list[str]]:
-    """The safe fixes for one labelme dict: a corrected copy and what changed (empty when nothing).
-
-    Rectangles get their corners ordered and are clipped to `width` x `height` (the displayed image
-    size); polygon points are clipped. A shape that clipping would shrink to nothing is left as it
-    is (validation keeps reporting it): no shape is ever deleted. `imageWidth/imageHeight` become
-    the displayed size and `imagePath` the image beside the JSON.
-    """
-    new = copy.deepcopy(data)
-    changes: list[str] = []
-    if (new.get("imageWidth"), new.get("imageHeight")) != (width, height):
-        changes.append(f"imageWidth/imageHeight {new.get('imageWidth')}x{new.get('imageHeight')} -> {width}x{height}")
-        new["imageWidth"], new["imageHeight"] = width, height
-    if not _image_path_points_to(new, json_path, image):
-        rel = Path(os.path.relpath(image.absolute(), json_path.parent.absolute())).as_posix()
-        changes.append(f"imagePath {new.get('imagePath')!r} -> {rel!r}")
-        new["imagePath"] = rel
-    for i, shape in enumerate(new.get("shapes") or []):
-        if not isinstance(shape, dict) or not _points_ok(shape.get("points")):
-            continue
-        pts = shape["points"]
-        kind = shape.get("shape_type") or "polygon"
-        if kind == "rectangle" and len(pts) == 2:
-            box = Box.from_corners(*pts[0], *pts[1])
-            clipped = box.clip(width, height)
-            if clipped.width > 0 and clipped.height > 0:
-                box = clipped
-            fixed = [[box.x_min, box.y_min], [box.x_max, box.y_max]]
-        elif kind == "polygon" and len(pts) >= 3:
-            fixed = [[min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))] for x, y in pts]
-            xs, ys = [p[0] for p in fixed], [p[1] for p in fixed]
-            if max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:
-                continue
-        else:
-            continue
-        if [list(map(float, p)) for p in pts] != fixed:
-            what = []
-            if kind == "rectangle" and (pts[0][0] > pts[1][0] or pts[0][1] > pts[1][1]):
-                what.append("corners reordered")
-            if any(not (0 <= x <= width and 0 <= y <= height) for x, y in pts):
-                what.append(f"clipped to {width}x{height}")
-            changes.append(f"shapes[{i}] {' and '.join(what) or 'normalized'}")
-            shape["points"] = fixed
-    return new, changes
 
 
 def _backup_path(path: Path) -> Path:
@@ -271,29 +183,25 @@ def _apply_fix(json_path: Path, new: dict) -> Path:
     return backup
 
 
-def _check_labelme_file(sample: Sample, facts: ImageFacts | None, *, labels: frozenset[str] | None,
-                        min_face: float, fix: bool, report: Report) -> tuple[Sample, bool] | None:
-    """All checks of one labelme JSON and its image, appended to `report`; returns the sample as
-    checked and whether it is a negative (None if the JSON cannot be read)."""
-    from .formats.labelme import load_json, parse_labelme
+def _check_labelme_file(jp: Path, data: dict, image: Path, key: str, facts: ImageFacts | None, *,
+                        labels: frozenset[str] | None, min_face: float, fix: bool,
+                        report: Report) -> tuple[Sample, bool] | None:
+    """All checks of one loaded labelme JSON and its image, appended to `report`; returns the
+    sample as checked and whether it is a negative (None if the JSON cannot be parsed).
 
-    jp, image = Path(sample.annotation_path), Path(sample.image_path)
+    The JSON is parsed once, against the image's real size (so bounds are checked against the
+    picture); after a fix, against the fixed dict."""
     name = str(jp)
     add = report.issues.append
-    try:
-        data = load_json(jp)
-    except AnnotationError as e:  # changed on disk since it was listed
-        add(Issue("error", name, "", str(e).split(": ", 1)[-1], "bad-json"))
-        return None
 
     exif_frame = False  # JSON holds the stored (unrotated) size of an EXIF-rotated photo
     if facts is not None:
         stated = (data.get("imageWidth"), data.get("imageHeight"))
-        if stated != (facts.width, facts.height) and facts.orientation in TRANSPOSING_ORIENTATIONS \
+        if stated != (facts.width, facts.height) and transposes(facts.orientation) \
                 and stated == (facts.stored_width, facts.stored_height):
             exif_frame = True
         elif fix:
-            new, changes = fix_labelme(data, jp, image, facts.width, facts.height)
+            new, changes = labelme.safe_fixes(data, jp, image, facts.width, facts.height)
             if changes:
                 try:
                     backup = _apply_fix(jp, new)
@@ -324,7 +232,7 @@ def _check_labelme_file(sample: Sample, facts: ImageFacts | None, *, labels: fro
                   "(labelme refuses to open a file whose sizes disagree)",
                   "size-mismatch", fixable=True))
 
-    if not _image_path_points_to(data, jp, image):
+    if not labelme.points_to(data, jp, image):
         stated = data.get("imagePath")
         add(Issue("warning", name, "imagePath",
                   (f"{stated!r} does not lead" if stated else "missing; it should lead") + f" to {image.name} "
@@ -333,59 +241,45 @@ def _check_labelme_file(sample: Sample, facts: ImageFacts | None, *, labels: fro
 
     sized = {**data, "imageWidth": width, "imageHeight": height}
     parse_issues: list[Issue] = []
+    shape_of: list[int] = []
     try:
-        checked = parse_labelme(sized, jp, issues=parse_issues, image_id=sample.image_id)
+        checked = labelme.parse_labelme(sized, jp, issues=parse_issues, image_id=key, image_path=image,
+                                        shape_index=shape_of)
     except AnnotationError as e:
-        add(Issue("error", name, "", str(e).split(": ", 1)[-1], "bad-json"))
+        add(Issue.from_error(e, code="bad-json"))
         return None
     report.issues.extend(i for i in parse_issues if i.field != "imagePath")  # checked above, image-aware
 
-    # One parse per shape maps every box back to its index, for labels and sizes.
-    for k, shape in enumerate(data["shapes"]):
-        one = parse_labelme({**sized, "shapes": [shape]}, jp, issues=[], image_id=sample.image_id)
-        for box in one.boxes:
-            if labels is not None and box.label not in labels:
-                add(Issue("error", name, f"shapes[{k}].label",
-                          f"label {box.label!r} is not one of the allowed labels ({', '.join(sorted(labels))})",
-                          "label-not-allowed"))
-            if min_face and min(box.width, box.height) < min_face:
-                add(Issue("warning", name, f"shapes[{k}].points",
-                          f"{box.label} is {box.width:g}x{box.height:g} px, smaller than --min-face {min_face:g}",
-                          "tiny-face"))
+    for k, box in zip(shape_of, checked.boxes):
+        if labels is not None and box.label not in labels:
+            add(Issue("error", name, f"shapes[{k}].label",
+                      f"label {box.label!r} is not one of the allowed labels ({', '.join(sorted(labels))})",
+                      "label-not-allowed"))
+        if min_face and min(box.width, box.height) < min_face:
+            add(Issue("warning", name, f"shapes[{k}].points",
+                      f"{box.label} is {box.width:g}x{box.height:g} px, smaller than --min-face {min_face:g}",
+                      "tiny-face"))
     if not data["shapes"]:
         add(Issue("info", name, "shapes", "negative: labeled with no face", "negative"))
     # a negative is a JSON with no shapes, not one whose every shape was rejected
-    return checked.replace(image_path=image), not data["shapes"]
+    return checked, not data["shapes"]
 
 
-def _load_quietly(jp: Path) -> dict:
-    from .formats.labelme import load_json
-
-    try:
-        return load_json(jp)
-    except AnnotationError:
-        return {}
-
-
-def _check_orphan_json(jp: Path, root: Path, report: Report) -> None:
+def _check_orphan_json(jp: Path, report: Report) -> None:
     """A JSON with no same-stem image beside it."""
-    from .formats.labelme import load_json
-
     name = str(jp)
-    if jp.parent.resolve() == Path(root).resolve() and jp.name == RECORD_NAME:
-        return  # the dataset's own provenance record
     try:
-        data = load_json(jp)
+        data = labelme.load_json(jp)
     except AnnotationError as e:
-        msg = str(e).split(": ", 1)[-1]
-        if "not a labelme file" in msg:
+        if e.code == "not-labelme":
             report.issues.append(Issue("info", name, "", "not a labelme file and has no image beside it (ignored)",
                                        "orphan-json"))
         else:
-            report.issues.append(Issue("warning", name, "", f"{msg}; no image beside it (ignored)", "orphan-json"))
+            report.issues.append(Issue.from_error(e, severity="warning", suffix="; no image beside it (ignored)",
+                                                  code="orphan-json"))
         return
     field_ = data.get("imagePath")
-    target = jp.parent / field_.replace("\\", "/") if isinstance(field_, str) and field_ else None
+    target = labelme.image_path_target(jp, field_)
     if target is not None and target.is_file():
         report.issues.append(Issue(
             "warning", name, "imagePath",
@@ -457,70 +351,63 @@ def _check_people(root: Path, people: dict[str, list[Path]], facts: dict[Path, I
 
 
 def _validate_labelme(root: Path, report: Report, *, labels, min_face, fix, imbalance, workers, progress) -> None:
-    ds = load_dataset(root, read_sizes=False)
-    images = list_images(root)
+    listing = walk(root)
+    images = listing.image_paths
     people = list_people(root)
     person_of = {p: name for name, paths in people.items() for p in paths}
     facts, image_issues = inspect_images(images + list(person_of), workers=workers, progress=progress)
     report.issues.extend(image_issues)
 
-    labeled = [s for s in ds.samples if s.labeled]
-    rechecked = {str(s.annotation_path) for s in labeled}
-    # load_dataset's findings for files checked again below (now against the real image size) are
-    # replaced; its header-only image errors are superseded by the full decode above.
-    report.issues.extend(i for i in ds.issues if i.file not in rechecked and i.code != "bad-image")
-
-    by_file = {p.resolve(): f for p, f in facts.items()}
-    claimed: dict[Path, list[Sample]] = {}
-    for s in labeled:
-        claimed.setdefault(Path(s.annotation_path), []).append(s)
-    faces = negatives = 0
+    claimed: dict[Path, list[tuple[Path, str]]] = {}  # JSON -> the images paired with it (a.jpg, a.png)
+    unlabeled = []
+    for img, key, jp in listing.images:
+        if jp is None:
+            unlabeled.append(img)
+        else:
+            claimed.setdefault(jp, []).append((img, key))
+    faces = negatives = labeled = 0
     for jp, claims in claimed.items():
-        s = claims[0]
-        if len(claims) > 1:  # a.jpg and a.png both pair with a.json
-            s = next((c for c in claims if _image_path_points_to(_load_quietly(jp), jp, c.image_path)), s)
+        try:
+            data = labelme.load_json(jp)
+        except AnnotationError as e:
+            report.issues.append(Issue.from_error(e, code="bad-json"))
+            continue
+        img, key = claims[0]
+        if len(claims) > 1:
+            img, key = next((c for c in claims if labelme.points_to(data, jp, c[0])), claims[0])
             report.issues.append(Issue(
                 "warning", str(jp), "", f"claimed by {len(claims)} images with the same name "
-                f"({', '.join(c.image_path.name for c in claims)}); checked against {s.image_path.name}; "
+                f"({', '.join(c[0].name for c in claims)}); checked against {img.name}; "
                 "rename the others", "ambiguous-json"))
-        checked = _check_labelme_file(s, by_file.get(s.image_path.resolve()), labels=labels, min_face=min_face,
+        checked = _check_labelme_file(jp, data, img, key, facts.get(img), labels=labels, min_face=min_face,
                                       fix=fix, report=report)
         if checked is not None:
             report.samples.append(checked[0])
+            labeled += 1
             faces += len(checked[0].boxes)
             negatives += checked[1]
-    for s in ds.unlabeled:
-        report.issues.append(Issue("info", str(s.image_path), "", "unlabeled: no labelme JSON beside it "
+    for img in unlabeled:
+        report.issues.append(Issue("info", str(img), "", "unlabeled: no labelme JSON beside it "
                                    "(left out of splits; `datatool label` opens it)", "unlabeled"))
-    for jp in ds.orphan_jsons:
-        _check_orphan_json(jp, root, report)
+    for jp in listing.orphan_jsons:
+        _check_orphan_json(jp, report)
     _check_duplicates(facts.values(), report, person_of=person_of)
     if people:
         _check_people(root, people, facts, report, imbalance=imbalance)
 
-    report.counts.update(images=len(images), labeled=len(claimed), negatives=negatives,
-                         unlabeled=len(ds.unlabeled), faces=faces, unreadable_images=len(image_issues),
-                         orphan_jsons=len(ds.orphan_jsons))
+    report.counts.update(images=len(images), labeled=labeled, negatives=negatives,
+                         unlabeled=len(unlabeled), faces=faces, unreadable_images=len(image_issues),
+                         orphan_jsons=len(listing.orphan_jsons))
 
 
 # --------------------------------------------------------------------------- other formats
 
 
 def _reader(fmt: str):
-    import importlib
-
-    try:
-        from .formats import FORMATS
-    except ImportError:
-        FORMATS = {}
     module = FORMATS.get(fmt)
-    if isinstance(module, str):
-        module = importlib.import_module(module)
-    read = getattr(module, "read", None)
-    if read is None:
-        raise DatatoolError(f"--format {fmt}: no reader for this format in this version "
-                            f"(available: {', '.join(sorted(k for k, m in FORMATS.items() if hasattr(m, 'read'))) or 'labelme'})")
-    return read
+    if module is None:
+        raise DatatoolError(f"--format {fmt}: no reader for this format (available: {', '.join(sorted(FORMATS))})")
+    return module.read
 
 
 def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_face, workers, progress) -> None:
@@ -545,7 +432,7 @@ def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_fac
         width, height = s.width, s.height
         if f is not None and (s.width, s.height) != (f.width, f.height):
             add_exif = (f" (EXIF orientation {f.orientation}: stored {f.stored_width}x{f.stored_height})"
-                        if f.orientation in TRANSPOSING_ORIENTATIONS else "")
+                        if transposes(f.orientation) else "")
             report.issues.append(Issue("error", name, f"{where} size",
                                        f"annotation says {s.width}x{s.height} but the image is "
                                        f"{f.width}x{f.height} as displayed{add_exif}", "size-mismatch"))

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import write_image
 from datatool.core.errors import AnnotationError, DatatoolError
-from datatool.formats import FORMATS, coco, csv, voc, yolo
+from datatool.dataset import FORMATS
+from datatool.formats import coco, csv, voc, yolo
 from datatool.core.sample import Box, Sample
 
 WIDER_ATTRS = {"blur": 1, "expression": 0, "illumination": 0, "invalid": 0, "occlusion": 2, "pose": 1}

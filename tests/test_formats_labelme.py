@@ -8,6 +8,7 @@ import pytest
 
 from conftest import write_image, write_labelme_json
 from datatool.core.errors import AnnotationError, DatatoolError
+from datatool.dataset import read_labelme_folder, write_labelme_folder
 from datatool.formats import labelme as lm
 from datatool.core.sample import Box, Sample
 
@@ -56,7 +57,7 @@ def test_file_we_write_loads_in_real_labelme(tmp_path):
 
     img = write_image(tmp_path / "images" / "e" / "a.jpg", 64, 48)
     s = Sample(img, 64, 48, boxes=(Box(4, 5, 20, 30, attributes={"blur": 2, "pose": 1}),), image_id="e/a.jpg")
-    lm.write([s], tmp_path / "out")
+    write_labelme_folder([s], tmp_path / "out")
     lf = LabelFile(str(tmp_path / "out" / "images" / "e" / "a.json"))  # raises if labelme cannot open it
     assert lf.shapes[0]["points"] == [[4.0, 5.0], [20.0, 30.0]]
     assert lf.shapes[0]["description"] == "blur=2 pose=1"  # attributes labelme has no field for, visible
@@ -136,11 +137,11 @@ def test_broken_file_is_one_clear_error(tmp_path, text, match):
     {"score": 0.75, "source": "mtcnn"},  # float and word values
 ])
 def test_folder_round_trip_keeps_boxes_and_attributes(tiny_dataset, tmp_path, attributes):
-    samples = lm.read(tiny_dataset)
+    samples = read_labelme_folder(tiny_dataset)
     samples = [s.replace(boxes=tuple(Box(*b.xyxy, attributes=attributes) for b in s.boxes), group="g" * s.labeled)
                for s in samples]  # an unlabeled image has no JSON to hold a group
-    lm.write(samples, tmp_path / "out")
-    back = lm.read(tmp_path / "out")
+    write_labelme_folder(samples, tmp_path / "out")
+    back = read_labelme_folder(tmp_path / "out")
     key = lambda s: (s.image_id, s.width, s.height, s.boxes, s.labeled, s.group)  # noqa: E731
     assert [key(s) for s in back] == [key(s) for s in samples]
     # unlabeled stays unlabeled (image copied, no JSON), negatives stay negatives
@@ -150,12 +151,12 @@ def test_folder_round_trip_keeps_boxes_and_attributes(tiny_dataset, tmp_path, at
 
 
 def test_folder_write_refuses_existing_json_before_copying_anything(tiny_dataset, tmp_path):
-    samples = lm.read(tiny_dataset)
+    samples = read_labelme_folder(tiny_dataset)
     out = tmp_path / "out"
     (out / "images").mkdir(parents=True)
     (out / "images" / "neg_0.json").write_text("mine")
     with pytest.raises(DatatoolError, match=r"neg_0.json: already exists"):
-        lm.write(samples, out)
+        write_labelme_folder(samples, out)
     assert (out / "images" / "neg_0.json").read_text() == "mine"
     assert sorted(p.name for p in (out / "images").iterdir()) == ["neg_0.json"]
 
@@ -164,8 +165,30 @@ def test_folder_read_reports_orphan_json_and_bad_json(tiny_dataset):
     (tiny_dataset / "images" / "ghost.json").write_text(json.dumps({"shapes": [], "imageWidth": 4, "imageHeight": 4}))
     (tiny_dataset / "images" / "face_0.json").write_text("{oops")
     issues = []
-    samples = lm.read(tiny_dataset, issues=issues)
+    samples = read_labelme_folder(tiny_dataset, issues=issues)
     assert "face_0.jpg" not in [s.image_id for s in samples]
     assert sorted(i.code for i in issues) == ["bad-json", "orphan-json"]
     with pytest.raises(AnnotationError, match="face_0.json"):
-        lm.read(tiny_dataset)
+        read_labelme_folder(tiny_dataset)
+
+
+def test_errors_become_issues_by_their_parts_even_with_colons_in_the_path(tmp_path):
+    from datatool.dataset import load_dataset
+
+    root = tmp_path / "shoot: day 1"  # ": " in a folder name used to cut the message in the wrong place
+    write_image(root / "images" / "a.jpg", 8, 8)
+    (root / "images" / "a.json").write_text("{oops")
+    write_image(root / "images" / "b.jpg", 8, 8)
+    (root / "images" / "b.json").write_text(json.dumps({"shapes": 3, "imageWidth": 8, "imageHeight": 8}))
+    (root / "images" / "c.jpg").write_text("not a picture")
+    ds = load_dataset(root)
+    by_file = {i.file: i for i in ds.issues}
+    bad_json = by_file[str(root / "images" / "a.json")]
+    assert (bad_json.code, bad_json.field) == ("bad-json", "") and bad_json.message.startswith("not valid JSON")
+    bad_shapes = by_file[str(root / "images" / "b.json")]
+    assert (bad_shapes.field, bad_shapes.message) == ("shapes", "expected a list, got int")
+    bad_image = by_file[str(root / "images" / "c.jpg")]
+    assert bad_image.code == "bad-image" and bad_image.message.startswith("not an image")
+    with pytest.raises(AnnotationError) as info:  # the message itself is unchanged
+        lm.read_labelme(root / "images" / "b.json")
+    assert str(info.value) == f"failed to load '{root / 'images' / 'b.json'}': shapes: expected a list, got int"

@@ -412,3 +412,37 @@ def test_cli_split_prints_counts_and_refuses_to_overwrite(tiny_dataset, tmp_path
     assert "train" in result.output and "1 image(s) excluded" in result.output
     again = CliRunner().invoke(cli, ["split", str(tiny_dataset), "--out", str(out)])
     assert again.exit_code == 1 and "Error:" in again.output and "--overwrite" in again.output
+
+
+@pytest.mark.parametrize("grouped,budget,reads", [
+    (False, None, 1),  # hashed and written from one read
+    (True, None, 1),  # a group given: read once, for the record
+    (False, 0, 2),  # past the hand-over budget: read to hash, read again to write
+    (True, 0, 2),  # past the budget with a group: the header, then the bytes to write
+])
+def test_each_image_is_read_from_disk_once_within_the_handover_budget(tmp_path, monkeypatch, grouped, budget,
+                                                                       reads):
+    import builtins
+
+    import datatool.split as mod
+
+    if budget is not None:
+        monkeypatch.setattr(mod, "HANDOVER_BYTES", budget)
+
+    root = tmp_path / "ds"
+    for k in range(6):
+        img = write_image(root / "images" / f"f{k}.jpg", 64, 48, seed=k)
+        write_labelme_json(img, [(4, 4, 30, 30)], width=64, height=48,
+                           extra={"facekit": {"group": f"g{k}"}} if grouped else None)
+    opened = Counter()
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):  # Path.read_bytes and the header probe both open here
+        if str(file).endswith(".jpg"):
+            opened[Path(file).name] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr("io.open", counting_open)
+    split(root, out=tmp_path / "tf", ratios=(1, 0, 0), progress=False)
+    assert opened == Counter({f"f{k}.jpg": reads for k in range(6)})

@@ -174,7 +174,14 @@ def _nan_point(d: Path) -> str:
     return "bad.json"
 
 
+def _shapes_not_a_list(d: Path) -> str:
+    write_image(d / "bad.jpg", W, H, seed=20)
+    (d / "bad.json").write_text(json.dumps({"shapes": 3, "imagePath": "bad.jpg", "imageWidth": W, "imageHeight": H}))
+    return "bad.json"
+
+
 CASES = [
+    (_shapes_not_a_list, "error", "bad-json", "shapes", "expected a list"),  # labelme-shaped, but not quite
     (_truncated, "error", "bad-image", "", "truncated"),  # JPEG cut in half: only a full decode sees it
     (_not_an_image, "error", "bad-image", "", "not an image"),  # text bytes named .jpg
     (_not_json, "error", "bad-json", "", "not valid JSON"),  # JSON syntax error
@@ -430,7 +437,7 @@ def test_fix_leaves_an_exif_frame_mismatch_alone(tmp_path):
 @pytest.mark.parametrize("fmt", ["wider", "coco", "voc", "yolo", "csv"])
 def test_other_formats_are_checked_through_their_reader(tmp_path, fmt):
     # the clean set written in `fmt` with a 4 px wide face and a truncated image
-    from datatool.formats import FORMATS
+    from datatool.dataset import FORMATS
     from datatool.core.sample import Box
 
     samples = FORMATS["labelme"].read(clean_dataset(tmp_path / "ds"))
@@ -452,6 +459,14 @@ def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     result = _invoke(tmp_path / "empty")
     assert result.exit_code == 1 and "no images found" in result.output
+
+
+def test_fix_skips_a_file_it_cannot_parse(tmp_path):
+    root = clean_dataset(tmp_path / "ds")
+    name = _shapes_not_a_list(root / "images")
+    report = validate(root, fix=True)
+    assert [(i.code, i.field) for i in report.issues if Path(i.file).name == name] == [("bad-json", "shapes")]
+    assert report.fixed == [] and not (root / "images" / "bad.json.bak").exists()
 
 
 def test_fix_is_refused_for_other_formats(tmp_path):

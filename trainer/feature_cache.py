@@ -19,6 +19,12 @@ layer at or below the N-th from the top whose output is the only tensor crossing
 layers between it and the top N run in the cached model but stay frozen (VGG16 is a chain:
 every layer is a boundary).
 
+A backbone may have several outputs (`trainer.dense`: the stride-8 and stride-16 maps). Then
+several tensors cross the cut: an output of the backbone that lies below it is cached too and
+goes straight to the head. Heads only: every output is cached; fine-tuning the top N layers: the
+boundary layer's output plus the outputs below it. The cached model then takes a list of
+activations, in the order of the layers that make them.
+
 Order: the cached batches are drawn with the same seeded shuffle (same buffer, same seed) as
 `trainer.data.make_dataset(shuffle=True)`, over records stored in the unshuffled order, so they
 hold the same records in the same order, epoch after epoch.
@@ -66,13 +72,27 @@ class Boundary:
     part (`len(layers)`: no top part, the backbone's output is cached). `layer`: name of the last
     frozen layer, whose output is cached. `shape`: one image's activations there. `requested`:
     backbone layers asked to train; `top_layers`: layers in the top part (>= requested, the extra
-    ones are frozen but run in the cached model)."""
+    ones are frozen but run in the cached model). `tensors`, `shapes`: every cached tensor (the
+    layers making them, in layer order) and its shape: `(layer,)` and `(shape,)` for a backbone
+    with one output; with several, also the outputs below the cut."""
 
     cut: int
     layer: str
     shape: tuple
     requested: int
     top_layers: int
+    tensors: tuple = ()
+    shapes: tuple = ()
+
+    def __post_init__(self):
+        if not self.tensors:
+            object.__setattr__(self, "tensors", (self.layer,))
+            object.__setattr__(self, "shapes", (tuple(self.shape),))
+
+    @property
+    def multiple(self) -> bool:
+        """More than one tensor crosses the cut (the cached model takes a list)."""
+        return len(self.tensors) > 1
 
 
 def _graph_edges(functional) -> list[tuple[int, int]]:
@@ -91,9 +111,16 @@ def _graph_edges(functional) -> list[tuple[int, int]]:
     return edges
 
 
+def _output_indices(functional) -> list[int]:
+    """Indices in `functional.layers` of the layers making its outputs, in output order."""
+    index = {id(layer): k for k, layer in enumerate(functional.layers)}
+    return [index[id(t._keras_history.operation)] for t in functional.outputs]
+
+
 def valid_cuts(backbone) -> list[int]:
     """Cut indices `c` (the top part is `backbone.layers[c:]`) at which the output of
-    `layers[c - 1]` is the only tensor going from below the cut to above it."""
+    `layers[c - 1]` is the only tensor going from below the cut to a layer above it (outputs of
+    the backbone below the cut aside: they are cached as they are)."""
     n = len(backbone.layers)
     ok = [True] * (n + 1)
     ok[0] = False
@@ -116,8 +143,15 @@ def find_boundary(backbone, fine_tune_layers: int) -> Boundary | None:
     if not cuts or cuts[-1] <= 1:
         return None
     c = cuts[-1]
-    shape = tuple(int(d) for d in layers[c - 1].output.shape[1:])
-    return Boundary(cut=c, layer=layers[c - 1].name, shape=shape, requested=want, top_layers=n - c)
+
+    def shape_of(k):
+        return tuple(int(d) for d in layers[k].output.shape[1:])
+
+    cached = sorted({c - 1} | {k for k in _output_indices(backbone) if k < c})
+    if c < n and not any(p == c - 1 and q >= c for p, q in _graph_edges(backbone)):
+        cached.remove(c - 1)  # feeds nothing above (only an output of the backbone would)
+    return Boundary(cut=c, layer=layers[c - 1].name, shape=shape_of(c - 1), requested=want, top_layers=n - c,
+                    tensors=tuple(layers[k].name for k in cached), shapes=tuple(shape_of(k) for k in cached))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,26 +184,39 @@ def split_model(model, boundary: Boundary) -> SplitModel:
     bb, node = _backbone_node(model)
     training = node.arguments.kwargs.get("training")  # False: backbone BatchNorm in inference mode
     before = keras.Model(model.inputs, node.input_tensors[0], name="before_backbone")
-    after = keras.Model(node.output_tensors[0], model.output, name="after_backbone")
+    outputs = list(node.output_tensors)
+    after = keras.Model(outputs if len(outputs) > 1 else outputs[0], model.output, name="after_backbone")
     layers = bb.layers
-    if boundary.cut >= len(layers):
-        bottom, top = bb, None
-    else:
-        cached_tensor = layers[boundary.cut - 1].output
-        bottom = keras.Model(bb.inputs, cached_tensor, name="backbone_bottom")
-        top = keras.Model(cached_tensor, bb.output, name="backbone_top")
+    cached_tensors = [bb.get_layer(name).output for name in boundary.tensors]
+    bottom = keras.Model(bb.inputs, cached_tensors if boundary.multiple else cached_tensors[0],
+                         name="backbone_bottom")
+    # the backbone's outputs above the cut come out of the top part, the others are cached
+    above = [k for k, out_index in enumerate(_output_indices(bb)) if out_index >= boundary.cut]
+    top = None
+    if above:
+        feeding = boundary.tensors.index(layers[boundary.cut - 1].name)
+        top = keras.Model(cached_tensors[feeding], [bb.outputs[k] for k in above], name="backbone_top")
 
     image = keras.Input(tuple(model.inputs[0].shape[1:]), name="image")
     # the bottom is frozen: in inference mode whatever the phase (frozen BatchNorm uses its
     # moving statistics in Keras 3 either way)
     extractor = keras.Model(image, bottom(before(image), training=False), name="feature_extractor")
 
-    feats = keras.Input(boundary.shape, name="features")
-    x = top(feats, training=training) if top is not None else feats
-    out = after(x)
+    if boundary.multiple:
+        feats = [keras.Input(shape, name=f"features{k}") for k, shape in enumerate(boundary.shapes)]
+    else:
+        feats = [keras.Input(boundary.shape, name="features")]
+    x = []
+    top_out = iter(top(feats[feeding], training=training) if top is not None else [])
+    for out_index in _output_indices(bb):
+        if out_index >= boundary.cut:
+            x.append(next(top_out))
+        else:
+            x.append(feats[boundary.tensors.index(layers[out_index].name)])
+    out = after(x if len(x) > 1 else x[0])
     if isinstance(out, dict):  # named like the full model's outputs, so losses and metrics map
         out = {k: keras.layers.Identity(name=k)(v) for k, v in out.items()}
-    cached = keras.Model(feats, out, name="cached_" + model.name)
+    cached = keras.Model(feats if boundary.multiple else feats[0], out, name="cached_" + model.name)
     return SplitModel(extractor=extractor, cached_model=cached, boundary=boundary)
 
 
@@ -201,7 +248,9 @@ def available_memory() -> int:
 
 
 def estimate_bytes(shape, images: int) -> int:
-    """Size of `images` float32 activations of `shape`."""
+    """Size of `images` float32 activations of `shape` (or of several shapes: a list of tuples)."""
+    if shape and not isinstance(shape[0], int):
+        return sum(estimate_bytes(s, images) for s in shape)
     return int(images) * math.prod(shape) * 4
 
 
@@ -235,36 +284,38 @@ def human_bytes(n: float) -> str:
 
 @dataclass
 class CachedSplit:
-    """One split's activations `(n, *shape)` float32 (an array, or a memory map of a `.npy`) and
-    its targets, as the data pipeline gave them (a dict of `(n, ...)` arrays, or one array)."""
+    """One split's activations `(n, *shape)` float32 (an array, or a memory map of a `.npy`; a
+    tuple of them where several tensors cross the cut) and its targets, as the data pipeline gave
+    them (a dict of `(n, ...)` arrays, or one array)."""
 
     features: object
     targets: object
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.features[0] if isinstance(self.features, tuple) else self.features)
 
     def dataset(self, *, batch_size: int, order=None):
         """Batches of `(activations, targets)` in `order` (a dataset of row indices, e.g.
-        `shuffled_order`; default: as stored)."""
+        `shuffled_order`; default: as stored). Activations: a tensor, or a tuple of tensors."""
         import numpy as np
         import tensorflow as tf
 
-        features = self.features
-        shape = tuple(features.shape[1:])
+        several = isinstance(self.features, tuple)
+        arrays = self.features if several else (self.features,)
+        shapes = [tuple(a.shape[1:]) for a in arrays]
         targets = tf.nest.map_structure(tf.constant, self.targets)  # small: kept as tensors
-        ds = order if order is not None else tf.data.Dataset.range(len(features))
+        ds = order if order is not None else tf.data.Dataset.range(len(self))
         # of unknown length, like the TFRecord pipeline: Keras then starts as many iterators per
         # epoch over either, so the per-epoch reshuffles match too
         ds = ds.filter(lambda i: True).batch(batch_size)
 
         def read(idx):
-            return np.asarray(features[idx], dtype=np.float32)
+            return [np.asarray(a[idx], dtype=np.float32) for a in arrays]
 
         def load(idx):
-            x = tf.numpy_function(read, [idx], tf.float32, stateful=False)
-            x = tf.ensure_shape(x, (None, *shape))
-            return x, tf.nest.map_structure(lambda t: tf.gather(t, idx), targets)
+            xs = tf.numpy_function(read, [idx], [tf.float32] * len(arrays), stateful=False)
+            xs = tuple(tf.ensure_shape(x, (None, *shape)) for x, shape in zip(xs, shapes))
+            return (xs if several else xs[0]), tf.nest.map_structure(lambda t: tf.gather(t, idx), targets)
 
         return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
@@ -288,28 +339,43 @@ def feature_function(extractor):
 
 def compute_features(run, dataset, out, *, desc: str = "features", progress: bool = True):
     """Run `run` (`feature_function(extractor)`) over `dataset` (unshuffled batches of `(images,
-    targets)`), writing the activations into `out` (an array of `(n, *shape)`) in order. Returns
-    the targets (the pipeline's structure, arrays concatenated). A progress bar on stderr."""
+    targets)`), writing the activations into `out` (an array of `(n, *shape)`, or a tuple of them
+    for an extractor with several outputs) in order. Returns the targets (the pipeline's
+    structure, arrays concatenated). A progress bar on stderr."""
     import numpy as np
     import tensorflow as tf
     from tqdm import tqdm
 
-    n = len(out)
+    outs = out if isinstance(out, tuple) else (out,)
+    n = len(outs[0])
     pos = 0
     parts = []
     with tqdm(total=n, desc=desc, unit="img", file=sys.stderr, disable=not progress, leave=False) as bar:
         for batch in dataset:
             images, targets = batch[0], batch[1]
-            feats = run(tf.cast(images, tf.float32)).numpy()
-            if pos + len(feats) > n:
+            result = run(tf.cast(images, tf.float32))
+            feats = [t.numpy() for t in (result if isinstance(result, (list, tuple)) else [result])]
+            if len(feats) != len(outs):
+                raise FeatureCacheError(f"{desc}: the extractor gives {len(feats)} tensors, {len(outs)} expected")
+            if pos + len(feats[0]) > n:
                 raise FeatureCacheError(f"{desc}: more records than the {n} counted (did the TFRecords change?)")
-            out[pos:pos + len(feats)] = feats
+            for array, f in zip(outs, feats):
+                array[pos:pos + len(f)] = f
+            feats = feats[0]
             parts.append(tf.nest.map_structure(lambda t: t.numpy(), targets))
             pos += len(feats)
             bar.update(len(feats))
     if pos != n:
         raise FeatureCacheError(f"{desc}: {pos} records read, {n} counted (did the TFRecords change?)")
     return tf.nest.map_structure(lambda *xs: np.concatenate(xs), *parts)
+
+
+def _feature_files(split: str, boundary: Boundary) -> list[str]:
+    """The `.npy` file of each cached tensor of a split (one: `train.features.npy`; several:
+    `train.features-0.npy`, `train.features-1.npy` ...)."""
+    if not boundary.multiple:
+        return [f"{split}.features.npy"]
+    return [f"{split}.features-{k}.npy" for k in range(len(boundary.tensors))]
 
 
 def _save_targets(path: Path, targets) -> None:
@@ -387,26 +453,29 @@ class FeatureCache:
         compile_like(split.cached_model, model)
 
         images = sum(self.counts.values())
-        size = estimate_bytes(boundary.shape, images)
+        size = estimate_bytes(list(boundary.shapes), images)
         budget = int(self.ram_fraction * available_memory())
         weights = weights_sha256(split.extractor)
         key = cache_key({"format": FORMAT, **self.fingerprint, "weights_sha256": weights,
                          "boundary": boundary.layer, "cut": boundary.cut, "shape": list(boundary.shape),
-                         "counts": self.counts})
+                         "tensors": list(boundary.tensors), "counts": self.counts})
         where = self.root / key[:16]
         info = {"phase": phase, "boundary": boundary.layer, "requested_layers": boundary.requested,
                 "top_layers": boundary.top_layers, "shape": list(boundary.shape), "images": images,
                 "bytes": size, "key": key}
+        if boundary.multiple:
+            info.update(tensors=list(boundary.tensors), shapes=[list(s) for s in boundary.shapes])
         self._say_boundary(phase, boundary, bb)
 
         t0 = time.perf_counter()
-        stored = self._open(where, key, in_memory=size <= budget)
+        stored = self._open(where, key, boundary, in_memory=size <= budget)
         if stored is not None:
             mode, reused = ("memory" if size <= budget else "disk"), True
             self.log(f"feature cache: reusing {where} ({human_bytes(size)}, key {key[:12]})")
         elif size <= budget:
             mode, reused = "memory", False
-            self.log(f"feature cache: {images} images x {'x'.join(map(str, boundary.shape))} activations = "
+            self.log(f"feature cache: {images} images x {' + '.join('x'.join(map(str, s)) for s in boundary.shapes)} "
+                     f"activations = "
                      f"{human_bytes(size)}, in memory (budget {human_bytes(budget)} = "
                      f"{self.ram_fraction:.0%} of available RAM); computing them once")
             stored = self._compute(split.extractor, boundary, into=None)
@@ -431,16 +500,21 @@ class FeatureCache:
         return CachedPhase(model=split.cached_model, train=train, val=val, info=info)
 
     def _say_boundary(self, phase: str, b: Boundary, bb) -> None:
+        taps = [t for t in b.tensors if t != b.layer]
+        also = f", and the backbone's output{'s' if len(taps) > 1 else ''} below it ({', '.join(taps)})" if taps else ""
         if b.requested == 0:
-            self.log(f"feature cache (phase '{phase}'): caching the backbone's output ({b.layer})")
+            outputs = ", ".join(b.tensors)
+            self.log(f"feature cache (phase '{phase}'): caching the backbone's output{'s' if b.multiple else ''} "
+                     f"({outputs})")
         elif b.top_layers == b.requested:
             self.log(f"feature cache (phase '{phase}'): caching the output of '{b.layer}', below the top "
-                     f"{b.requested} backbone layers")
+                     f"{b.requested} backbone layers{also}")
         else:
             self.log(f"feature cache (phase '{phase}'): --fine-tune-layers {b.requested}: caching the output of "
                      f"'{b.layer}', {b.top_layers} layers from the top of the backbone: the nearest layer at or "
                      f"below the top {b.requested} whose output alone feeds everything above (a residual 'add' "
-                     f"crosses the cuts in between); the {b.top_layers - b.requested} layers between stay frozen")
+                     f"crosses the cuts in between); the {b.top_layers - b.requested} layers between stay "
+                     f"frozen{also}")
 
     @staticmethod
     def _existing_parent(path: Path) -> Path:
@@ -448,7 +522,7 @@ class FeatureCache:
             path = path.parent
         return path
 
-    def _open(self, where: Path, key: str, *, in_memory: bool) -> dict | None:
+    def _open(self, where: Path, key: str, boundary: Boundary, *, in_memory: bool) -> dict | None:
         """A matching disk cache at `where`, or None (stale or damaged ones are removed)."""
         import numpy as np
 
@@ -461,10 +535,13 @@ class FeatureCache:
                 raise ValueError("key differs")
             stored = {}
             for split, n in self.counts.items():
-                feats = np.load(where / f"{split}.features.npy", mmap_mode="r")
-                if len(feats) != n:
-                    raise ValueError(f"{split}: {len(feats)} rows, expected {n}")
-                stored[split] = CachedSplit(features=np.array(feats) if in_memory else feats,
+                arrays = []
+                for name, shape in zip(_feature_files(split, boundary), boundary.shapes):
+                    feats = np.load(where / name, mmap_mode="r")
+                    if feats.shape != (n, *shape):
+                        raise ValueError(f"{name}: shape {feats.shape}, expected {(n, *shape)}")
+                    arrays.append(np.array(feats) if in_memory else feats)
+                stored[split] = CachedSplit(features=tuple(arrays) if boundary.multiple else arrays[0],
                                             targets=_load_targets(where / f"{split}.targets.npz"))
             return stored
         except (OSError, ValueError, KeyError) as e:
@@ -479,7 +556,8 @@ class FeatureCache:
         if into is None:
             stored = {}
             for split, n in self.counts.items():
-                feats = np.empty((n, *boundary.shape), np.float32)
+                feats = tuple(np.empty((n, *shape), np.float32) for shape in boundary.shapes)
+                feats = feats if boundary.multiple else feats[0]
                 targets = compute_features(run, self.pipelines[split](), feats, desc=f"features ({split})",
                                            progress=self.progress)
                 stored[split] = CachedSplit(features=feats, targets=targets)
@@ -491,15 +569,17 @@ class FeatureCache:
         tmp.mkdir()
         try:
             for split, n in self.counts.items():
-                feats = np.lib.format.open_memmap(tmp / f"{split}.features.npy", mode="w+", dtype=np.float32,
-                                                  shape=(n, *boundary.shape))
-                targets = compute_features(run, self.pipelines[split](), feats, desc=f"features ({split})",
-                                           progress=self.progress)
-                feats.flush()
+                feats = tuple(np.lib.format.open_memmap(tmp / name, mode="w+", dtype=np.float32, shape=(n, *shape))
+                              for name, shape in zip(_feature_files(split, boundary), boundary.shapes))
+                targets = compute_features(run, self.pipelines[split](), feats if boundary.multiple else feats[0],
+                                           desc=f"features ({split})", progress=self.progress)
+                for array in feats:
+                    array.flush()
                 del feats
                 _save_targets(tmp / f"{split}.targets.npz", targets)
             meta = {"facekit_feature_cache": FORMAT, "key": key, "phase": phase, "boundary": boundary.layer,
-                    "shape": list(boundary.shape), "counts": self.counts, **self.fingerprint}
+                    "shape": list(boundary.shape), "tensors": list(boundary.tensors), "counts": self.counts,
+                    **self.fingerprint}
             (tmp / "cache.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             # an older cache of the same phase (other data or weights) is stale now
             for old in self.root.iterdir():
@@ -513,4 +593,4 @@ class FeatureCache:
             os.replace(tmp, into)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return self._open(into, key, in_memory=False)
+        return self._open(into, key, boundary, in_memory=False)

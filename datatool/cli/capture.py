@@ -16,10 +16,12 @@ def _size(ctx, param, value):
         return None
     from ..capture import parse_size
 
+    from ..core.errors import DatatoolError
+
     try:
         return parse_size(value)
-    except Exception as e:
-        raise click.BadParameter(str(e).split(": ", 1)[-1]) from e
+    except DatatoolError as e:
+        raise click.BadParameter(e.reason) from e
 
 
 @cli.command()

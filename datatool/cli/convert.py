@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..formats import FORMATS
+from ..dataset import FORMATS
 from . import cli
 from ._common import OVERWRITE, print_issue_table
 

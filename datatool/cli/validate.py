@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
+from ..dataset import FORMATS
 from . import cli
 from ._common import OVERWRITE, print_issue_table
 
-FORMAT_CHOICES = ["labelme", "wider", "coco", "voc", "yolo", "csv"]
+FORMAT_CHOICES = list(FORMATS)
 PER_CODE = 5  # table rows per kind of issue before the rest are folded into one line
 
 

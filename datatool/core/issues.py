@@ -22,6 +22,15 @@ class Issue:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
 
+    @classmethod
+    def from_error(cls, error, *, severity: str = "error", code: str | None = None, prefix: str = "",
+                   suffix: str = "", file=None) -> "Issue":
+        """The `Issue` for a caught `DatatoolError`, from its parts (`path`, `field`, `reason`,
+        `code`); `prefix`/`suffix` frame the reason ("skipped: ...", "... (excluded)"); `file`
+        is used when the error names none."""
+        where = error.path or (str(file) if file is not None else "")
+        return cls(severity, where, error.field, f"{prefix}{error.reason}{suffix}", code or error.code)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

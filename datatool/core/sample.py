@@ -117,7 +117,8 @@ class Sample:
     attributes: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=True)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "image_path", Path(self.image_path))
+        if not isinstance(self.image_path, Path):  # re-wrapping a Path re-parses it: measurable per image
+            object.__setattr__(self, "image_path", Path(self.image_path))
         object.__setattr__(self, "boxes", tuple(self.boxes))
         if not (isinstance(self.width, int) and isinstance(self.height, int)) or self.width <= 0 or self.height <= 0:
             raise ValueError(f"Sample expects positive integer width/height in pixels, got {self.width}x{self.height}")

@@ -17,6 +17,7 @@ Shards are named `{split}-{i:05d}-of-{n:05d}.tfrecord`.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def to_example(sample, encoded: bytes, *, width: int, height: int, image_format:
         "image/format": b([image_format.encode()]),
         "image/height": i([int(height)]),
         "image/width": i([int(width)]),
-        "image/filename": b([Path(sample.image_id).name.encode("utf-8")]),
+        "image/filename": b([posixpath.basename(sample.image_id).encode("utf-8")]),  # keys are POSIX paths
         "image/source_id": b([sample.image_id.encode("utf-8")]),
         "image/key/sha256": b([(sha256 or hashlib.sha256(encoded).hexdigest()).encode()]),
         "image/group_id": b([sample.group.encode("utf-8")]),

@@ -1,17 +1,9 @@
 """One module per annotation format, each with plain `read_*` / `write_*` functions.
 
-`FORMATS` maps the names the CLI accepts (`--from`, `--to`) to those modules.
+`labelme` reads and writes one file at a time; the folder-level `read` / `write` of every
+other module here (a WIDER txt, a COCO JSON, ...) has its labelme counterpart in
+`datatool.dataset`, which walks folders. `datatool.dataset.FORMATS` maps the names the CLI
+accepts (`--from`, `--to`) to them.
 """
 
-from . import coco, csv, labelme, voc, wider, yolo
-
-# Each module offers `read(src, *, images=None, issues=None) -> list[Sample]` and
-# `write(samples, out, *, overwrite=False, copy_images=True)`.
-FORMATS = {
-    "labelme": labelme,
-    "wider": wider,
-    "coco": coco,
-    "voc": voc,
-    "yolo": yolo,
-    "csv": csv,
-}
+from . import coco, csv, labelme, voc, wider, yolo  # noqa: F401

@@ -83,5 +83,4 @@ def raise_first_error(found: list[Issue], issues: list[Issue] | None) -> None:
         return
     for issue in found:
         if issue.severity == "error":
-            where = f"{issue.file}: {issue.field}" if issue.field else issue.file
-            raise AnnotationError(f"{where}: {issue.message}")
+            raise AnnotationError(path=issue.file, field=issue.field, reason=issue.message, code=issue.code)

@@ -6,17 +6,23 @@ lie outside the image, so every reader here reorders and clips (and reports it).
 Polygons become their bounding box (with a warning); other shape types are rejected.
 
 facekit keeps its own per-image data (`group`, capture `session`, `person`) in a top-level
-`facekit` object, which labelme preserves when it re-saves a file.
+`facekit` object, which labelme preserves when it re-saves a file. Box attributes labelme has
+no field for (e.g. WIDER's `blur`) ride in the shape's `description` as `key=value` words,
+which labelme shows and keeps: the parser decodes them into attributes and the writer encodes
+them, so every consumer sees `{"blur": 1}`.
+
+This module reads and writes one file at a time; `datatool.dataset` walks folders.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 from pathlib import Path
 
-from ..core.errors import AnnotationError
+from ..core.errors import LabelmeLoadError
 from ..core.images import IMAGE_EXTENSIONS
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
@@ -25,38 +31,62 @@ LABELME_VERSION = "6.3.1"  # the version string we write; labelme reads any 5.x/
 FACEKIT_KEY = "facekit"
 
 
+def image_path_target(json_path: Path, image_path_field) -> Path | None:
+    """Where a JSON's `imagePath` leads: labelme reads it relative to the JSON's folder, with
+    either separator (it was written on whatever OS labelme ran on). None when absent."""
+    if not isinstance(image_path_field, str) or not image_path_field:
+        return None
+    return Path(json_path).parent / image_path_field.replace("\\", "/")
+
+
+def points_to(data: dict, json_path: Path, image: Path) -> bool:
+    """Whether the JSON's `imagePath` leads to `image` (an existing file)."""
+    target = image_path_target(json_path, data.get("imagePath"))
+    if target is None:
+        return False
+    if target == image:
+        return True
+    try:
+        return target.exists() and target.resolve() == Path(image).resolve()
+    except OSError:
+        return False
+
+
 def _find_image(json_path: Path, image_path_field: str | None) -> Path:
     """The image a labelme JSON belongs to: its `imagePath`, else a same-stem image beside it."""
-    if image_path_field:
-        # labelme writes the path relative to the JSON, with the separator of the OS it ran on.
-        candidate = json_path.parent / image_path_field.replace("\\", "/")
-        if candidate.exists():
-            return candidate
+    target = image_path_target(json_path, image_path_field)
+    if target is not None and target.exists():
+        return target
     for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
         candidate = json_path.with_suffix(ext)
         if candidate.exists():
             return candidate
-    if image_path_field:
-        return json_path.parent / image_path_field.replace("\\", "/")
-    return json_path.with_suffix(".jpg")
+    return target if target is not None else json_path.with_suffix(".jpg")
+
+
+def _path(p) -> Path:
+    return p if isinstance(p, Path) else Path(p)
 
 
 def load_json(json_path: Path) -> dict:
-    json_path = Path(json_path)
+    """The dict of a labelme JSON; `LabelmeLoadError` (path and reason) when it cannot be one."""
+    json_path = _path(json_path)
     try:
         text = json_path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
-        raise AnnotationError(f"failed to load '{json_path}': file not found") from e
+        raise LabelmeLoadError(path=json_path, reason="file not found") from e
     except UnicodeDecodeError as e:
-        raise AnnotationError(f"failed to load '{json_path}': not UTF-8 text") from e
+        raise LabelmeLoadError(path=json_path, reason="not UTF-8 text") from e
     except OSError as e:
-        raise AnnotationError(f"failed to load '{json_path}': {e.strerror}") from e
+        raise LabelmeLoadError(path=json_path, reason=str(e.strerror)) from e
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise AnnotationError(f"failed to load '{json_path}': not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+        raise LabelmeLoadError(path=json_path,
+                               reason=f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
     if not isinstance(data, dict) or "shapes" not in data:
-        raise AnnotationError(f"failed to load '{json_path}': not a labelme file (no top-level 'shapes' list)")
+        raise LabelmeLoadError(path=json_path, reason="not a labelme file (no top-level 'shapes' list)",
+                               code="not-labelme")
     return data
 
 
@@ -65,14 +95,84 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def valid_points(pts) -> bool:
+    """Whether `points` is a list of `[x, y]` pairs of finite numbers."""
+    return isinstance(pts, list) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and _number(p[0]) and _number(p[1]) for p in pts)
+
+
+# --- shape attributes in `description` ----------------------------------------------------
+
+_STANDARD_SHAPE_KEYS = ("group_id", "description", "flags")  # labelme's own shape fields
+
+
+def _word_value(text: str):
+    """`"1"` -> 1, `"0.75"` -> 0.75, anything else (`"1.50"`, `"mtcnn"`) stays text, so that
+    writing the value back gives the same word."""
+    for cast in (int, float):
+        try:
+            value = cast(text)
+        except ValueError:
+            continue
+        return value if str(value) == text else text
+    return text
+
+
+def decode_description(text) -> dict | None:
+    """`"blur=1 pose=0"` -> `{"blur": 1, "pose": 0}`; None for free text (kept as the description)."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    parsed = {}
+    for word in text.split():
+        key, sep, value = word.partition("=")
+        if not sep or not key.isidentifier() or key in _STANDARD_SHAPE_KEYS or not value or "=" in value:
+            return None
+        parsed[key] = _word_value(value)
+    return parsed
+
+
+def encode_description(attributes) -> str:
+    """The shape `description` for box attributes: the description itself if there is one,
+    else the attributes labelme has no field for as `key=value` words (when each value is one
+    word), else empty."""
+    attrs = dict(attributes or {})
+    if attrs.get("description"):
+        return str(attrs["description"])
+    extra = {k: v for k, v in attrs.items() if k not in _STANDARD_SHAPE_KEYS}
+    if extra and all(isinstance(v, (int, float, str)) and not isinstance(v, bool) and str(v) and " " not in str(v)
+                     and "=" not in str(v) for v in extra.values()):
+        return " ".join(f"{k}={v}" for k, v in extra.items())
+    return ""
+
+
+def shape_attributes(shape: dict) -> dict:
+    """A shape's attributes as every consumer sees them: `group_id`, `flags`, and the
+    description decoded into attributes (or kept as `description` when it is free text)."""
+    attrs = {}
+    if shape.get("group_id") is not None:
+        attrs["group_id"] = shape["group_id"]
+    description = shape.get("description")
+    if description:
+        decoded = decode_description(description)
+        attrs.update(decoded if decoded is not None else {"description": description})
+    if shape.get("flags"):
+        attrs["flags"] = shape["flags"]
+    return attrs
+
+
+# --- one file -------------------------------------------------------------------------------
+
 def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = None,
-                  image_id: str | None = None) -> Sample:
+                  image_id: str | None = None, image_path: Path | None = None,
+                  shape_index: list[int] | None = None) -> Sample:
     """Turn a loaded labelme dict into a `Sample`, normalizing rectangles.
 
     Every problem is appended to `issues` (if given) with its field, e.g. `shapes[3].points`.
-    Without an `issues` list, the first error raises `AnnotationError`.
+    Without an `issues` list, the first error raises `AnnotationError`. `image_path`: the image
+    this JSON is paired with, when the caller knows it (else found from `imagePath`).
+    `shape_index`, if given, receives for each box of the sample the index of its shape.
     """
-    json_path = Path(json_path)
+    json_path = _path(json_path)
     found: list[Issue] = []
     name = str(json_path)
 
@@ -81,20 +181,28 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
 
     shapes = data.get("shapes")
     if not isinstance(shapes, list):
-        raise AnnotationError(f"failed to load '{json_path}': shapes: expected a list, got {type(shapes).__name__}")
+        raise LabelmeLoadError(path=json_path, field="shapes", reason=f"expected a list, got {type(shapes).__name__}")
 
     width, height = data.get("imageWidth"), data.get("imageHeight")
     if not (_number(width) and _number(height) and width > 0 and height > 0):
-        raise AnnotationError(
-            f"failed to load '{json_path}': imageWidth/imageHeight: expected positive numbers, got {width!r}/{height!r}")
+        raise LabelmeLoadError(path=json_path, field="imageWidth/imageHeight",
+                               reason=f"expected positive numbers, got {width!r}/{height!r}")
     width, height = int(width), int(height)
 
     image_field = data.get("imagePath")
     if image_field is not None and not isinstance(image_field, str):
         report("error", "imagePath", f"expected a string, got {type(image_field).__name__}", "bad-field")
         image_field = None
-    image_path = _find_image(json_path, image_field)
-    if image_field and image_path.name != Path(image_field.replace("\\", "/")).name and image_path.exists():
+    if image_path is None:
+        image_path = _find_image(json_path, image_field)
+        fell_back = image_field and image_path.name != Path(image_field.replace("\\", "/")).name \
+            and image_path.exists()
+    elif image_field and os.path.join(os.path.dirname(name), image_field) == str(image_path):
+        fell_back = False  # the usual case, told apart without building paths
+    else:
+        target = image_path_target(json_path, image_field)
+        fell_back = target is not None and target.name != image_path.name and not target.exists()
+    if fell_back:
         report("warning", "imagePath", f"{image_field!r} not found; using {image_path.name} beside the JSON",
                "image-path-mismatch", fixable=True)
 
@@ -110,8 +218,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
             continue
         kind = shape.get("shape_type") or "polygon"  # labelme's default when the field is absent
         pts = shape.get("points")
-        if not isinstance(pts, list) or not all(
-                isinstance(p, (list, tuple)) and len(p) == 2 and all(_number(c) for c in p) for p in pts):
+        if not valid_points(pts):
             report("error", f"{where}.points", "expected a list of [x, y] number pairs", "bad-points")
             continue
         if kind == "rectangle":
@@ -133,14 +240,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
             report("error", f"{where}.shape_type",
                    f"{kind!r} shapes are not supported (draw faces as rectangles)", "unsupported-shape")
             continue
-        attrs = {}
-        if shape.get("group_id") is not None:
-            attrs["group_id"] = shape["group_id"]
-        if shape.get("description"):
-            attrs["description"] = shape["description"]
-        if shape.get("flags"):
-            attrs["flags"] = shape["flags"]
-        box = Box.from_corners(x1, y1, x2, y2, label=label.strip(), attributes=attrs)
+        box = Box.from_corners(x1, y1, x2, y2, label=label.strip(), attributes=shape_attributes(shape))
         if not box.is_inside(width, height):
             clipped = box.clip(width, height)
             report("warning", f"{where}.points",
@@ -151,6 +251,8 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
             report("error", f"{where}.points", f"zero-area box {_fmt(box)} (dropped)", "zero-area-box")
             continue
         boxes.append(box)
+        if shape_index is not None:
+            shape_index.append(i)
 
     extra = data.get(FACEKIT_KEY) or {}
     if not isinstance(extra, dict):
@@ -165,7 +267,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
     else:
         for issue in found:
             if issue.severity == "error":
-                raise AnnotationError(f"failed to load '{json_path}': {issue.field}: {issue.message}")
+                raise LabelmeLoadError(path=json_path, field=issue.field, reason=issue.message, code=issue.code)
 
     return Sample(
         image_path=image_path,
@@ -180,9 +282,12 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
     )
 
 
-def read_labelme(json_path: Path, *, issues: list[Issue] | None = None, image_id: str | None = None) -> Sample:
+def read_labelme(json_path: Path, *, issues: list[Issue] | None = None, image_id: str | None = None,
+                 image_path: Path | None = None) -> Sample:
     """Read a labelme JSON into a `Sample` (boxes in pixels, corners ordered, clipped to the image)."""
-    return parse_labelme(load_json(json_path), Path(json_path), issues=issues, image_id=image_id)
+    json_path = _path(json_path)
+    return parse_labelme(load_json(json_path), json_path, issues=issues, image_id=image_id,
+                         image_path=image_path)
 
 
 def _fmt(box: Box) -> str:
@@ -200,7 +305,7 @@ def to_labelme_dict(sample: Sample, json_path: Path, *, image_data: str | None =
             "label": box.label,
             "points": [[box.x_min, box.y_min], [box.x_max, box.y_max]],
             "group_id": attrs.get("group_id"),
-            "description": attrs.get("description", ""),
+            "description": encode_description(attrs),
             "shape_type": "rectangle",
             "flags": attrs.get("flags", {}),
             "mask": None,
@@ -241,100 +346,70 @@ def json_path_for(image_path: Path) -> Path:
     return Path(image_path).with_suffix(".json")
 
 
-# --- A whole labelme folder (the dataset-level interface every format module offers) ---------
-
-_STANDARD_SHAPE_KEYS = ("group_id", "description", "flags")
 
 
-def _attrs_to_description(attributes) -> dict:
-    """Box attributes labelme has no field for (e.g. WIDER's `blur`) ride in the shape's
-    `description` as `key=value` words, which labelme shows and keeps; `read` parses them back."""
-    attrs = dict(attributes or {})
-    extra = {k: v for k, v in attrs.items() if k not in _STANDARD_SHAPE_KEYS}
-    if not extra or attrs.get("description"):
-        return attrs
-    if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) and str(v) and " " not in str(v)
-               and "=" not in str(v) for v in extra.values()):
-        return attrs
-    kept = {k: v for k, v in attrs.items() if k in _STANDARD_SHAPE_KEYS}
-    kept["description"] = " ".join(f"{k}={v}" for k, v in extra.items())
-    return kept
+# --- the safe fixes (`datatool validate --fix`): each edits a labelme dict in place ----------
+# and returns what it changed, in words; none deletes a shape or touches an image.
+
+def fix_size(data: dict, width: int, height: int) -> list[str]:
+    """Set `imageWidth/imageHeight` to the image's displayed size."""
+    if (data.get("imageWidth"), data.get("imageHeight")) == (width, height):
+        return []
+    change = f"imageWidth/imageHeight {data.get('imageWidth')}x{data.get('imageHeight')} -> {width}x{height}"
+    data["imageWidth"], data["imageHeight"] = width, height
+    return [change]
 
 
-def _description_to_attrs(attributes) -> dict:
-    """Inverse of `_attrs_to_description`: `"blur=1 pose=0"` -> `{"blur": 1, "pose": 0}`."""
-    attrs = dict(attributes or {})
-    text = attrs.get("description")
-    if not isinstance(text, str) or not text.strip():
-        return attrs
-    parsed = {}
-    for word in text.split():
-        key, sep, value = word.partition("=")
-        if not sep or not key.isidentifier() or not value or "=" in value:
-            return attrs  # free text: leave the description as it is
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                pass
-        parsed[key] = value
-    attrs.pop("description")
-    attrs.update(parsed)
-    return attrs
+def fix_image_path(data: dict, json_path: Path, image: Path) -> list[str]:
+    """Point `imagePath` at `image` (relative to the JSON's folder, as labelme writes it)."""
+    if points_to(data, json_path, image):
+        return []
+    rel = Path(os.path.relpath(Path(image).absolute(), Path(json_path).parent.absolute())).as_posix()
+    change = f"imagePath {data.get('imagePath')!r} -> {rel!r}"
+    data["imagePath"] = rel
+    return [change]
 
 
-def read(src: Path, *, images: Path | None = None, issues: list[Issue] | None = None) -> list[Sample]:
-    """Every image of a labelme folder (dataset root or bare folder) with its JSON beside it.
+def fix_shapes(data: dict, width: int, height: int) -> list[str]:
+    """Order rectangle corners and clip rectangles and polygon points to `width` x `height`.
 
-    Unlabeled images (no JSON) come back with `labeled=False`; JSONs without an image are
-    reported as warnings. `images`, if given, is read instead of `src` (same layout rules).
+    A shape that clipping would shrink to nothing is left as it is (validation keeps reporting
+    it): no shape is ever deleted.
     """
-    from ..dataset import load_dataset
-    from ._io import raise_first_error
+    changes = []
+    shapes = data.get("shapes")
+    for i, shape in enumerate(shapes if isinstance(shapes, list) else []):
+        if not isinstance(shape, dict) or not valid_points(shape.get("points")):
+            continue
+        pts = shape["points"]
+        kind = shape.get("shape_type") or "polygon"
+        if kind == "rectangle" and len(pts) == 2:
+            box = Box.from_corners(*pts[0], *pts[1])
+            clipped = box.clip(width, height)
+            if clipped.width > 0 and clipped.height > 0:
+                box = clipped
+            fixed = [[box.x_min, box.y_min], [box.x_max, box.y_max]]
+        elif kind == "polygon" and len(pts) >= 3:
+            fixed = [[min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))] for x, y in pts]
+            xs, ys = [p[0] for p in fixed], [p[1] for p in fixed]
+            if max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:
+                continue
+        else:
+            continue
+        if [list(map(float, p)) for p in pts] != fixed:
+            what = []
+            if kind == "rectangle" and (pts[0][0] > pts[1][0] or pts[0][1] > pts[1][1]):
+                what.append("corners reordered")
+            if any(not (0 <= x <= width and 0 <= y <= height) for x, y in pts):
+                what.append(f"clipped to {width}x{height}")
+            changes.append(f"shapes[{i}] {' and '.join(what) or 'normalized'}")
+            shape["points"] = fixed
+    return changes
 
-    ds = load_dataset(Path(images) if images is not None else Path(src))
-    found = list(ds.issues)
-    for jp in ds.orphan_jsons:
-        found.append(Issue("warning", str(jp), "imagePath", "labelme JSON without an image beside it (ignored)",
-                           "orphan-json"))
-    raise_first_error(found, issues)
-    return [s.replace(boxes=tuple(_with_attrs(b, _description_to_attrs(b.attributes)) for b in s.boxes))
-            for s in ds.samples]
 
-
-def _with_attrs(box: Box, attributes: dict) -> Box:
-    from dataclasses import replace
-
-    return replace(box, attributes=attributes)
-
-
-def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_images: bool = True,
-          progress_bar: bool = False) -> None:
-    """Write a labelme folder: each image to `out/images/<image_id>` with its JSON beside it.
-
-    Unlabeled samples get their image only (they stay unlabeled). With `copy_images=False` only
-    the JSONs are written, for images already at those places. Refuses existing files unless
-    `overwrite`, checking every destination before writing anything.
-    """
-    from ..dataset import IMAGES
-    from ._io import check_free, copy_image, progress, safe_key
-
-    out = Path(out)
-    plan = []
-    for s in samples:
-        key = safe_key(s.image_id, where=f"{s.annotation_path or s.image_path}: image_id")
-        dst = out / IMAGES / key
-        plan.append((s, dst, json_path_for(dst) if s.labeled else None))
-    keys = [str(dst) for _, dst, _ in plan]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise AnnotationError(f"{dup}: two samples share this image key (keys must be unique)")
-    check_free([p for _, dst, jp in plan for p in ((dst, jp) if copy_images else (jp,)) if p is not None],
-               overwrite=overwrite)
-    for s, dst, jp in progress(plan, desc="write labelme", enabled=progress_bar):
-        if copy_images:
-            copy_image(s.image_path, dst, overwrite=overwrite)
-        if jp is not None:
-            boxes = tuple(_with_attrs(b, _attrs_to_description(b.attributes)) for b in s.boxes)
-            write_labelme(s.replace(image_path=dst, boxes=boxes, annotation_path=jp), jp, overwrite=overwrite)
+def safe_fixes(data: dict, json_path: Path, image: Path, width: int, height: int) -> tuple[dict, list[str]]:
+    """Every safe fix on a copy of `data`: `(fixed copy, what changed)`; nothing changed -> empty list.
+    `width` x `height` is the image's displayed size, `image` the image beside the JSON."""
+    new = copy.deepcopy(data)
+    changes = fix_size(new, width, height) + fix_image_path(new, json_path, image) + fix_shapes(new, width, height)
+    return new, changes

@@ -69,7 +69,7 @@ def read_wider(gt_txt: Path, images_root: Path, *, issues: list[Issue] | None = 
         try:
             width, height = image_size(image_path)
         except ImageError as e:
-            found.append(Issue("error", name, f"line {lineno}", f"{key}: {str(e).split(': ', 1)[-1]}", "bad-image"))
+            found.append(Issue("error", name, f"line {lineno}", f"{key}: {e.reason}", e.code))
             continue
         boxes, broken = [], False
         for row_no, values in rows:

@@ -112,7 +112,7 @@ def read(src: Path, *, images: Path | None = None, issues: list[Issue] | None = 
         try:
             width, height = image_size(img)
         except ImageError as e:
-            found.append(Issue("error", str(img), "", str(e).split(": ", 1)[-1], "bad-image"))
+            found.append(Issue.from_error(e, code="bad-image"))
             continue
         txt = labels / Path(key).with_suffix(".txt")
         if not txt.is_file():
