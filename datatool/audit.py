@@ -128,8 +128,7 @@ def audit(root: Path, *, detector="haar", iou: float = DEFAULT_IOU, min_confiden
         try:
             rgb = load_rgb(s.image_path)
         except ImageError as e:
-            result.issues.append(Issue("error", str(s.image_path), "", str(e).removeprefix(f"{s.image_path}: "),
-                                       "bad-image"))
+            result.issues.append(Issue.from_error(e, code="bad-image", file=s.image_path))
             continue
         h, w = rgb.shape[:2]
         min_face = max(20, min(h, w) // 20) if name == "haar" else 0.0  # HaarDetector's smallest window

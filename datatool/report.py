@@ -218,8 +218,7 @@ def build_report(root: Path, *, out: Path, tfdir: Path | None = None, audit: Pat
     extra = _read_validation(validation) if validation is not None else []
 
     samples = ds.samples
-    table, bad = scan([s.image_path for s in samples], workers=workers, progress=progress,
-                      sizes={s.image_path: (s.width, s.height) for s in samples})
+    table, bad = scan([s.image_path for s in samples], workers=workers, progress=progress)
     issues: list[Issue] = list(ds.issues) + bad
     issues += [Issue("warning", str(j), "", "JSON with no image beside it", "orphan-json") for j in ds.orphan_jsons]
     issues += quality_issues(table, thresholds)

@@ -24,10 +24,14 @@ When an image is flagged (`quality_issues`), following cleanvision's checks wher
 
 Each flagged image is a warning naming the measured value and the threshold option.
 
-Decoding is OpenCV's (`cv2.imdecode` to grayscale, EXIF orientation applied): about as fast as a
-bare colour decode, which is what the check costs. OpenCV decodes a truncated JPEG with only a
-warning, so a JPEG without its end-of-image marker is reported as truncated here by that marker
-(the check ultralytics uses for the same reason).
+Decoding: the header (`core.images.probe`: size as displayed, the pixel-count guard) picks a
+scale, then OpenCV decodes to grayscale (`cv2.imdecode`, EXIF orientation applied) at 1/2, 1/4 or
+1/8 when the long side stays at least `BLUR_SIDE` px (libjpeg's DCT scaling: cheaper than a full
+decode, and every measure but the histogram is taken at that size anyway). This is OpenCV rather
+than `core.images.load_rgb` (Pillow) for speed: measuring costs about what a bare colour decode
+costs (bench/health.py). OpenCV decodes a truncated JPEG with only a warning, so a JPEG without
+its end-of-image marker is reported as truncated here by that marker (the check ultralytics uses
+for the same reason).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from .errors import DatatoolError, ImageError
 from .issues import Issue
@@ -88,6 +92,19 @@ def reduction_for(width: int, height: int) -> int:
     return best
 
 
+def _read(source: Path | bytes, name: str | None) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name or "<bytes>"
+    path = Path(source)
+    name = name or str(path)
+    try:
+        return path.read_bytes(), name
+    except FileNotFoundError as e:
+        raise ImageError(path=name, reason="image not found") from e
+    except OSError as e:
+        raise ImageError(path=name, reason=f"cannot read image ({e.strerror or e})") from e
+
+
 def decode_gray(source: Path | bytes, *, name: str | None = None, reduce: int = 1):
     """A grayscale uint8 array of an image file (or its bytes, named `name` in errors) as
     displayed, at 1/`reduce` scale (1, 2, 4 or 8); `ImageError` naming the file if it is missing,
@@ -95,23 +112,13 @@ def decode_gray(source: Path | bytes, *, name: str | None = None, reduce: int = 
     import cv2
     import numpy as np
 
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data, name = bytes(source), name or "<bytes>"
-    else:
-        path = Path(source)
-        name = name or str(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as e:
-            raise ImageError(f"{name}: image not found") from e
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read image ({e})") from e
+    data, name = _read(source, name)
     if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0\r\n ")[-2:] == b"\xff\xd9":
-        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
+        raise ImageError(path=name, reason="truncated JPEG (no end-of-image marker)")
     flag = getattr(cv2, REDUCED[reduce]) if REDUCED.get(reduce) else cv2.IMREAD_GRAYSCALE
     gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
     if gray is None:
-        raise ImageError(f"{name}: corrupt or unsupported image")
+        raise ImageError(path=name, reason="corrupt or unsupported image")
     return gray
 
 
@@ -138,7 +145,8 @@ def measure_gray(gray, *, size: tuple[int, int] | None = None) -> dict:
     if hi > lo:  # stretch the 1st..99th percentile to 0..255: a dark copy is as sharp as its original
         lut = np.clip((np.arange(256) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
         small = cv2.LUT(small, lut)
-    blur = float(cv2.Laplacian(small, cv2.CV_64F).var())
+    _, std = cv2.meanStdDev(cv2.Laplacian(small, cv2.CV_16S))  # 16 bits hold a uint8 Laplacian exactly
+    blur = float(std[0, 0]) ** 2
     return {
         "width": int(w), "height": int(h), "aspect": max(w, h) / min(w, h),
         "blur": blur,
@@ -149,50 +157,47 @@ def measure_gray(gray, *, size: tuple[int, int] | None = None) -> dict:
     }
 
 
-def _decode_for_measures(path: Path | bytes, size_hint: tuple[int, int] | None, name: str | None = None):
-    """`(gray, real size or None)`: reduced when `size_hint` (width, height as displayed, e.g. from
-    the annotation) allows and the decoded shape confirms it, else the full image."""
-    if size_hint:
-        w, h = size_hint
-        f = reduction_for(w, h)
-        if f > 1:
-            gray = decode_gray(path, reduce=f, name=name)
-            if gray.shape[:2] == (math.ceil(h / f), math.ceil(w / f)):
-                return gray, (int(w), int(h))
-    return decode_gray(path, name=name), None
+def _decode_for_measures(source: Path | bytes, name: str | None = None):
+    """`(gray, real size or None)`: the header (`core.images.probe`: size as displayed, and the
+    pixel-count guard) picks a reduced decode (`reduction_for`) when the image is large enough and
+    the decoded shape confirms it; else the full image."""
+    from .images import probe
+
+    data, name = _read(source, name)
+    p = probe(data, name=name)
+    w, h = p.width, p.height
+    f = reduction_for(w, h)
+    if f > 1:
+        gray = decode_gray(data, reduce=f, name=name)
+        if gray.shape[:2] == (math.ceil(h / f), math.ceil(w / f)):
+            return gray, (int(w), int(h))
+    return decode_gray(data, name=name), None
 
 
-def measure(source: Path | bytes, *, size_hint: tuple[int, int] | None = None, name: str | None = None) -> dict:
-    """Decode one image file (or its bytes, `name` in errors) in grayscale and measure it;
-    `ImageError` if it cannot be decoded.
-
-    `size_hint`: the size the image should have (width, height as displayed); when the file
-    agrees, it is decoded at a reduced scale (`reduction_for`)."""
-    gray, size = _decode_for_measures(source, size_hint, name)
+def measure(source: Path | bytes, *, name: str | None = None) -> dict:
+    """Decode one image file (or its bytes, `name` in errors) in grayscale, at a reduced scale when
+    it is large (`reduction_for`), and measure it; `ImageError` if it cannot be decoded."""
+    gray, size = _decode_for_measures(source, name)
     return measure_gray(gray, size=size)
 
 
-def scan(paths: Iterable[Path], *, workers: int | None = None, progress: bool = False,
-         sizes: Mapping | None = None):
+def scan(paths: Iterable[Path], *, workers: int | None = None, progress: bool = False):
     """Measure every image, in threads (OpenCV releases the GIL while decoding).
 
     Returns `(table, issues)`: a pandas DataFrame indexed by the file path (str) with `COLUMNS`,
     in the order given, and an error `Issue` (code `bad-image`) for each file that does not
-    decode - skipped, so the rest are still measured. `sizes`: `{path: (width, height)}` hints
-    (see `measure`).
+    decode - skipped, so the rest are still measured.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     paths = [Path(p) for p in paths]
     workers = workers or min(8, os.cpu_count() or 1)
 
-    hints = {str(k): v for k, v in (sizes or {}).items()}
-
     def one(p: Path):
         try:
-            return measure(p, size_hint=hints.get(str(p))), None
+            return measure(p), None
         except ImageError as e:
-            return None, Issue("error", str(p), "", str(e).removeprefix(f"{p}: "), "bad-image")
+            return None, Issue.from_error(e, code="bad-image", file=p)
 
     rows, keys, issues = [], [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -258,23 +263,21 @@ def quality_issues(table, thresholds: QualityThresholds | None = None) -> list[I
     return out
 
 
-def hash_images(paths: Iterable[Path], *, workers: int | None = None,
-                sizes: Mapping | None = None) -> tuple[dict[str, int], list[Issue]]:
+def hash_images(paths: Iterable[Path], *, workers: int | None = None) -> tuple[dict[str, int], list[Issue]]:
     """`({file path: phash}, issues)` for every image, decoded in threads; only the perceptual hash
     (for near-duplicate grouping when the quality measures are not wanted). Files that do not decode
-    are error `Issue`s (code `bad-image`) and left out. `sizes`: hints as for `scan`."""
+    are error `Issue`s (code `bad-image`) and left out."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .neardup import phash_gray
 
     paths = [Path(p) for p in paths]
-    hints = {str(k): v for k, v in (sizes or {}).items()}
 
     def one(p: Path):
         try:
-            return phash_gray(_decode_for_measures(p, hints.get(str(p)))[0]), None
+            return phash_gray(_decode_for_measures(p)[0]), None
         except ImageError as e:
-            return None, Issue("error", str(p), "", str(e).removeprefix(f"{p}: "), "bad-image")
+            return None, Issue.from_error(e, code="bad-image", file=p)
 
     hashes, issues = {}, []
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
