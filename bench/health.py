@@ -7,10 +7,9 @@ Generates JPEGs (smooth random scenes with noise, a labelme box each), then time
 - quality: `core.quality.scan` (grayscale decode, blur, luminance, entropy, phash) against a bare
   `cv2.imread` colour decode loop over the same files, both on one thread, and scan on --workers;
   goal >= 0.8x the bare loop, since decoding dominates;
-- split: `split` with near-duplicate grouping against `split` without it (plan + TFRecords);
-  goal >= 0.7x. Until `split --group-near-duplicates` exists, the grouped run is `split` plus
-  `core.quality.hash_images` + `core.neardup.group_near_duplicates` on the same images - the
-  work the option adds;
+- split: `split(group_near_duplicates=True)` against `split` without it (plan + TFRecords);
+  goal >= 0.7x. Without grouping, `split` reads headers and passes JPEG bytes through without
+  decoding them, so the grouped run's extra decode per image is most of its time;
 - search: `core.neardup.pairs_within` on --hashes random 64-bit hashes at distances 4, 8 (the
   default) and 12, against brute force (every pair XOR-popcounted with numpy) measured on 5,000
   hashes and scaled by the number of pairs.
@@ -21,7 +20,6 @@ Each figure is the best of --repeat runs (the machine may be shared).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -74,23 +72,6 @@ def bare_decode(paths) -> None:
         cv2.imread(str(p))
 
 
-def grouped_split(root: Path, out: Path, split_fn) -> int:
-    """`split` with near-duplicate grouping: the option if `split` has it, else its added work."""
-    from datatool.core.neardup import DEFAULT_DISTANCE, group_near_duplicates
-    from datatool.core.quality import hash_images
-    from datatool.dataset import load_dataset
-
-    if "group_near_duplicates" in inspect.signature(split_fn).parameters:
-        split_fn(root, out=out, seed=0, progress=False, group_near_duplicates=True, overwrite=True)
-        return -1
-    samples = load_dataset(root, read_sizes=False).labeled
-    hashes, _ = hash_images([s.image_path for s in samples])
-    units = {str(s.image_path): str(s.image_path) for s in samples}
-    _, merged = group_near_duplicates(units, hashes, DEFAULT_DISTANCE)
-    split_fn(root, out=out, seed=0, progress=False, overwrite=True)
-    return merged
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2000)
@@ -123,11 +104,12 @@ def main() -> None:
         split(root, out=out, seed=0, progress=False, overwrite=True)  # warm-up: TensorFlow's import
         plain = best(lambda: split(root, out=out, seed=0, progress=False, overwrite=True), args.repeat)
         merged = []
-        grouped = best(lambda: merged.append(grouped_split(root, Path(tmp) / "tf2", split)), args.repeat)
-        how = "the option" if merged[-1] == -1 else f"emulated: split + hashing + grouping, {merged[-1]} units merged"
+        grouped = best(lambda: merged.append(split(root, out=Path(tmp) / "tf2", seed=0, progress=False,
+                                                   overwrite=True, group_near_duplicates=True).merged_units),
+                       args.repeat)
         print(f"  split without grouping                   {args.images / plain:8.1f} images/s")
         print(f"  split with near-duplicate grouping       {args.images / grouped:8.1f} images/s   "
-              f"{plain / grouped:5.2f}x without ({how})")
+              f"{plain / grouped:5.2f}x without ({merged[-1]} units merged)")
 
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**64 - 1, size=args.hashes, dtype=np.uint64, endpoint=True)
