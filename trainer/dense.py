@@ -57,8 +57,9 @@ from itertools import accumulate
 import keras
 from keras import ops
 
-from .models import ModelError, preprocess_layers
-from .weights import BACKBONES, build_backbone
+from datatool.core.errors import DatatoolError
+
+from .weights import BACKBONES, WeightsError, build_backbone, preprocess_layers
 
 # (stride 8, stride 16) tap layers per backbone
 TAPS = {
@@ -135,7 +136,7 @@ def grid_of(model) -> DenseGrid:
     try:
         layer = model.get_layer("decode")
     except ValueError as e:
-        raise ModelError(f"model {model.name!r} is not a dense detector (no 'decode' layer)") from e
+        raise DatatoolError(f"model {model.name!r} is not a dense detector (no 'decode' layer)") from e
     return DenseGrid(**layer.grid)
 
 
@@ -202,7 +203,7 @@ def build_dense_backbone(backbone: str, *, image_size: int, alpha: float = 1.0, 
     above them are dropped.
     """
     if backbone not in BACKBONES:
-        raise ModelError(f"--backbone: unknown backbone {backbone!r} (expected one of {', '.join(BACKBONES)})")
+        raise WeightsError(f"--backbone: unknown backbone {backbone!r} (expected one of {', '.join(BACKBONES)})")
     full = build_backbone(backbone, image_size=image_size, alpha=alpha, weights=weights)
     if str(weights).lower() == "none":
         # Keras' MobileNetV2 keeps BatchNorm statistics with momentum 0.999: after a short fit
