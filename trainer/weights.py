@@ -1,4 +1,5 @@
-"""Backbones, their input scaling (`preprocess_layers`) and their starting weights: ImageNet (Keras' download and cache), none, or a local file.
+"""Backbones, their input scaling (`preprocess_layers`) and their starting weights: ImageNet
+(Keras' download and cache), none, or a local file.
 
 No silent fallback: when ImageNet weights cannot be fetched the fit stops and says what to do.
 """
