@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 import json
 
 import numpy as np
@@ -250,3 +251,28 @@ def test_dense_head_is_refused_for_identity_records(identity_tfrecords, tmp_path
                                       "--head", "dense", "--weights", "none"])
     assert result.exit_code == 1 and "--head dense: not a head for identity" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_predict_on_a_crowd_of_200_faces_and_on_a_1_pixel_face(trained_run, tmp_path):
+    from PIL import Image
+
+    from trainer.dense import MAX_DETECTIONS
+
+    crowd = np.full((400, 800, 3), 30, np.uint8)
+    for r in range(10):
+        for c in range(20):
+            crowd[r * 40 + 10:r * 40 + 30, c * 40 + 10:c * 40 + 30] = 230  # 200 bright squares
+    tiny = np.full((64, 64, 3), 30, np.uint8)
+    tiny[30, 30] = 255  # a 1-pixel "face"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(crowd).save(folder / "crowd.png")
+    Image.fromarray(tiny).save(folder / "tiny.png")
+    _invoke("predict", trained_run, folder, "--out", tmp_path / "out", "--threshold", "0")
+    rows = {Path(r["source"]).name: r for r in json.loads((tmp_path / "out" / "predictions.json").read_text())}
+    assert set(rows) == {"crowd.png", "tiny.png"}
+    assert 0 < rows["crowd.png"]["faces"] <= MAX_DETECTIONS
+    for r in rows.values():  # every box inside its image
+        for d in r["detections"]:
+            x0, y0, x1, y1 = d["box"]
+            assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
