@@ -242,7 +242,9 @@ def test_the_model_has_the_detector_interface_and_named_parts(model):
     out = model.predict(images, verbose=0)
     grid = grid_of(model)
     assert grid.sizes == ((8, 8), (4, 4))
-    assert {k: v.shape for k, v in out.items()} == {"boxes": (3, 100, 4), "scores": (3, 100), "presence": (3, 1),
+    from trainer.dense import MAX_DETECTIONS as K
+
+    assert {k: v.shape for k, v in out.items()} == {"boxes": (3, K, 4), "scores": (3, K), "presence": (3, 1),
                                                    "box": (3, 4)}
     for name in ("preprocess", "backbone", "head", "decode", "postprocess"):
         model.get_layer(name)

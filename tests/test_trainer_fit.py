@@ -56,7 +56,7 @@ def test_run_folder_holds_model_history_curves_and_a_reproducible_config(trained
     assert {"model.keras", "best.weights.h5", "history.csv", "curves.png", "config.json", "logs"} <= names
     assert "checkpoint" not in names  # resumable state is removed once the fit is done
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["status"] == "done" and config["task"] == "detection" and config["head"] == "single"
+    assert config["status"] == "done" and config["task"] == "detection" and config["head"] == "dense"
     assert config["backbone"] == "mobilenetv2" and config["image_size"] == 64 and config["alpha"] == 0.35
     assert config["fit"]["weights"] == "none" and config["fit"]["seed"] == 0
     assert [p["name"] for p in config["phases"]] == ["train"]  # weights none: everything trains at once

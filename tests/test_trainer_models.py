@@ -177,7 +177,7 @@ def test_bad_local_weights_name_the_file(weights, message, tmp_path):
 
 
 @pytest.mark.parametrize("task,head,expected", [
-    (None, None, ("detection", "single")),           # fit's default
+    (None, None, ("detection", "dense")),            # fit's default
     ("identity", None, ("identity", "softmax")),     # each task has its default head
     ("detection", "single", ("detection", "single")),
 ])
