@@ -42,6 +42,10 @@ def _app():
         from .qtcheck import require_qt
 
         require_qt(what="the preview window")  # a clear error instead of Qt's abort
+        # The preview paints pixmaps and needs no OpenGL. With TensorFlow loaded first (trainer
+        # predict, mtcnn), Qt's GLX integration corrupts the heap at exit: "free(): invalid
+        # pointer", exit status -6 after a clean run. Without it Qt falls back to plain X drawing.
+        os.environ.setdefault("QT_XCB_GL_INTEGRATION", "none")
         app = QtWidgets.QApplication([sys.argv[0] if sys.argv else "facekit"])
     return app
 
