@@ -1,0 +1,408 @@
+"""Every facekit window on a real X display: an Xvfb server, the real programs, xdotool keys.
+
+- `datatool label --detector haar` opens labelme on the first image with its prelabelled box;
+- `datatool capture` from a live stream shows the countdown, then the frames; Q keeps every frame;
+- `trainer predict --source` shows boxes and FPS; Q, Esc and closing the window each quit, exit 0;
+- the Qt preflight stops with one message naming missing libraries, tested on a copy of PyQt5's
+  xcb plugin whose library names were changed (nothing is uninstalled).
+
+Screenshots come from Xvfb's own frame buffer (`-fbdir`: the screen as an XWD file, always
+current), so no screenshot tool is needed, and are saved as PNGs under each test's tmp_path.
+These tests skip only where no X server can be installed (no Xvfb binary and no apt-get); CI
+installs `xvfb`, `xdotool` and the X libraries in `.ci/run`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_image, write_labelme_json
+
+pytestmark = pytest.mark.slow
+
+DEBIAN_PACKAGES = "xvfb xdotool libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0"
+DATATOOL = [sys.executable, "-c", "from datatool.cli import main; main()"]
+TRAINER = [sys.executable, "-c", "from trainer.cli import main; main()"]
+
+
+# ---------------------------------------------------------------------------- the X server
+
+@dataclass
+class XServer:
+    display: str  # ":N"
+    framebuffer: Path  # Xvfb's screen as an XWD file
+    env: dict  # an environment for programs shown on this display
+    shots: list
+
+    def screenshot(self, path: Path) -> np.ndarray:
+        """The whole screen as RGB uint8 (height, width, 3), also saved as a PNG at `path`."""
+        from PIL import Image
+
+        rgb = read_xwd(self.framebuffer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(path)
+        self.shots.append(path)
+        return rgb
+
+    def xdotool(self, *args: str, check: bool = True) -> str:
+        out = subprocess.run(["xdotool", *args], env=self.env, capture_output=True, text=True, timeout=10)
+        if check and out.returncode != 0:
+            raise AssertionError(f"xdotool {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def wait_window(self, name: str, proc, *, timeout: float = 60) -> int:
+        """The id of the first visible window whose title matches regex `name`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.xdotool("search", "--onlyvisible", "--name", name, check=False).split()
+            if found:
+                return int(found[0])
+            if proc.poll() is not None:
+                raise AssertionError(f"exited with {proc.poll()} before a window {name!r} showed:\n"
+                                     + proc.report())
+            time.sleep(0.1)
+        raise AssertionError(f"no window {name!r} within {timeout} s")
+
+    def geometry(self, wid: int) -> tuple[int, int, int, int]:
+        """(x, y, width, height) of window `wid` on the screen."""
+        out = dict(line.split("=", 1) for line in self.xdotool("getwindowgeometry", "--shell", str(wid)).split())
+        return int(out["X"]), int(out["Y"]), int(out["WIDTH"]), int(out["HEIGHT"])
+
+    def key(self, wid: int, key: str) -> None:
+        """Press `key` in window `wid`, as a user would: focus it, then a real key event (XTEST)."""
+        self.xdotool("windowfocus", "--sync", str(wid))
+        self.xdotool("key", key)
+
+    def close(self, wid: int) -> None:
+        """Ask window `wid` to close the way a window manager's close button does: a WM_DELETE_WINDOW
+        client message. Debian 12's xdotool (3.20160805) has no command for it and no window
+        manager runs under Xvfb, so the message is sent through libX11 directly."""
+        send_wm_delete(self.display, wid)
+
+    def visible(self, wid: int) -> bool:
+        return str(wid) in self.xdotool("search", "--onlyvisible", "--name", ".", check=False).split()
+
+    def wait_gone(self, wid: int, *, timeout: float) -> float:
+        """Seconds until window `wid` is no longer shown (AssertionError after `timeout`)."""
+        t0 = time.monotonic()
+        while self.visible(wid):
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"window {wid} still shown after {timeout} s")
+            time.sleep(0.02)
+        return time.monotonic() - t0
+
+
+def read_xwd(path: Path) -> np.ndarray:
+    """RGB pixels of an XWD file with 32 bits per pixel (what `Xvfb -fbdir` keeps current): a
+    header of 25 big-endian 32-bit fields, the window name, a colour map, then the rows."""
+    data = path.read_bytes()
+    fields = struct.unpack(">25I", data[:100])
+    header_size, width, height = fields[0], fields[4], fields[5]
+    byte_order, bits_per_pixel, bytes_per_line, ncolors = fields[7], fields[11], fields[12], fields[19]
+    assert bits_per_pixel == 32, f"expected a 24-bit Xvfb screen, got {bits_per_pixel} bits per pixel"
+    offset = header_size + 12 * ncolors
+    rows = np.frombuffer(data, np.uint8, count=height * bytes_per_line, offset=offset).reshape(height, bytes_per_line)
+    px = rows[:, :4 * width].reshape(height, width, 4)
+    # red mask 0xff0000 in a 32-bit word: LSB-first files store B, G, R, pad
+    return np.ascontiguousarray(px[..., 2::-1] if byte_order == 0 else px[..., 1:])
+
+
+class _XClientMessage(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
+                ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
+                ("format", ctypes.c_int), ("data", ctypes.c_long * 5)]
+
+
+class _XEvent(ctypes.Union):
+    _fields_ = [("xclient", _XClientMessage), ("pad", ctypes.c_long * 24)]
+
+
+def send_wm_delete(display: str, wid: int) -> None:
+    x11 = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+    x11.XOpenDisplay.restype = ctypes.c_void_p
+    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    x11.XInternAtom.restype = ctypes.c_ulong
+    x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    x11.XFlush.argtypes = [ctypes.c_void_p]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    dpy = x11.XOpenDisplay(display.encode())
+    assert dpy, f"cannot open display {display}"
+    try:
+        event = _XEvent()
+        event.xclient.type = 33  # ClientMessage
+        event.xclient.window = wid
+        event.xclient.message_type = x11.XInternAtom(dpy, b"WM_PROTOCOLS", 0)
+        event.xclient.format = 32
+        event.xclient.data[0] = x11.XInternAtom(dpy, b"WM_DELETE_WINDOW", 0)
+        event.xclient.data[1] = 0  # CurrentTime
+        assert x11.XSendEvent(dpy, wid, 0, 0, ctypes.byref(event))
+        x11.XFlush(dpy)
+    finally:
+        x11.XCloseDisplay(dpy)
+
+
+class Program:
+    """A program started on the display, its output read as it comes, each line with the time it
+    arrived (stdout unbuffered), so a test can tell when the program finished its work."""
+
+    def __init__(self, cmd, env: dict) -> None:
+        self.proc = subprocess.Popen(cmd, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.out: list[tuple[float, str]] = []
+        self.err: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(self.proc.stdout, True), daemon=True),
+                         threading.Thread(target=self._read, args=(self.proc.stderr, False), daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, timed: bool) -> None:
+        for line in stream:
+            if timed:
+                self.out.append((time.monotonic(), line))
+            else:
+                self.err.append(line)
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    @property
+    def stdout(self) -> str:
+        return "".join(line for _, line in self.out)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def first_line_time(self, text: str) -> float | None:
+        return next((t for t, line in self.out if text in line), None)
+
+    def report(self) -> str:
+        return f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr[-4000:]}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def xserver(tmp_path_factory):
+    """An Xvfb server on a free display number (Xvfb picks it: -displayfd), stopped afterwards."""
+    missing = [tool for tool in ("Xvfb", "xdotool") if shutil.which(tool) is None]
+    if missing:
+        if shutil.which("apt-get") is None and "Xvfb" in missing:
+            pytest.skip("no X server can be installed here: no Xvfb binary and no apt-get")
+        pytest.fail(f"{', '.join(missing)} not installed: sudo apt-get install {DEBIAN_PACKAGES} "
+                    f"(.ci/run installs them)")
+    fbdir = tmp_path_factory.mktemp("xvfb")
+    home = tmp_path_factory.mktemp("home")
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24",
+                               "-fbdir", str(fbdir), "-nolisten", "tcp", "-noreset"],
+                              pass_fds=[write_fd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as f:
+            number = f.readline().strip()  # written once the server accepts connections
+        assert number.isdigit(), "Xvfb did not start:\n" + server.stderr.read().decode(errors="replace")[-2000:]
+        env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+        env.update(DISPLAY=f":{number}", HOME=str(home), XDG_RUNTIME_DIR=str(home))
+        yield XServer(f":{number}", fbdir / "Xvfb_screen0", env, [])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+# ---------------------------------------------------------------------------- a live stream
+
+def stream_frames(n: int = 10, *, width: int = 480, height: int = 360) -> list[bytes]:
+    """JPEG frames like the training data of `trained_run`: dark noise with one bright square,
+    here towards the bottom right (away from the FPS text in the top left corner)."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    frames = []
+    for k in range(n):
+        rgb = rng.integers(0, 90, size=(height, width, 3), dtype=np.uint8)
+        x0, y0 = width // 2 + 4 * k, height // 2
+        rgb[y0:y0 + height // 3, x0:x0 + height // 3] = (235, 200, 170)
+        frames.append(cv2.imencode(".jpg", rgb[:, :, ::-1])[1].tobytes())
+    return frames
+
+
+@pytest.fixture(scope="module")
+def mjpeg_stream():
+    """An endless MJPEG-over-HTTP stream at 10 frames/s on localhost: a live source (a camera's
+    stand-in: wall-time countdown, no end) that capture and predict open by URL."""
+    frames = stream_frames()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802 - http.server naming
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            k = 0
+            try:
+                while True:
+                    data = frames[k % len(frames)]
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                     % len(data) + data + b"\r\n")
+                    k += 1
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    server.shutdown()
+    server.server_close()
+
+
+
+
+def _near(rgb: np.ndarray, color, tol: int = 40) -> np.ndarray:
+    return (np.abs(rgb.astype(int) - np.array(color)) <= tol).all(axis=-1)
+
+
+# ---------------------------------------------------------------------------- trainer predict --source
+
+@pytest.fixture(scope="module")
+def predict_window(trained_run, mjpeg_stream, xserver):
+    """Start `trainer predict RUN --source STREAM` and wait for its window: (process, window id)."""
+    procs = []
+
+    def start():
+        proc = Program([*TRAINER, "predict", str(trained_run), "--source", mjpeg_stream, "--threshold", "0"],
+                       xserver.env)
+        procs.append(proc)
+        return proc, xserver.wait_window("^trainer predict", proc, timeout=120)
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def _wait_frame(xserver: XServer, wid: int, proc, path: Path, *, timeout: float = 60) -> np.ndarray:
+    """A screenshot of window `wid` once it shows a frame (not an empty window)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        x, y, w, h = xserver.geometry(wid)
+        if w >= 200 and h >= 150:
+            shot = xserver.screenshot(path)[y:y + h, x:x + w]
+            if shot.std() > 10:
+                return shot
+        assert proc.poll() is None, "predict exited early:\n" + proc.report()
+        assert time.monotonic() < deadline, f"no frame shown within {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("how", ["q", "Escape", "close"])
+def test_predict_live_window_shows_boxes_and_fps_and_quits(how, predict_window, xserver, tmp_path):
+    proc, wid = predict_window()
+    time.sleep(1.0)  # a few frames: the FPS figure settles
+    shot = _wait_frame(xserver, wid, proc, tmp_path / "screenshots" / f"predict-{how}.png")
+    h, w = shot.shape[:2]
+    assert (w, h) == (480, 360)  # the stream's frames, unscaled
+    # the best box (threshold 0) in the first colour of datatool.core.draw.PALETTE
+    assert _near(shot, (0, 200, 83)).sum() > 150
+    # the FPS line: white text with a dark shadow in the top-left corner; the frames are dark noise
+    corner = shot[: h // 8, : w // 2]
+    assert _near(corner, (255, 255, 255), tol=30).sum() > 40
+    assert proc.poll() is None
+    if how == "close":
+        xserver.close(wid)
+    else:
+        xserver.key(wid, how)
+    asked = time.monotonic()
+    assert xserver.wait_gone(wid, timeout=1.0) <= 1.0
+    code = proc.wait(timeout=60)
+    assert code == 0, proc.report()
+    # the command has finished its work (the loop ended, the summary is out) within a second;
+    # the interpreter's exit after it is TensorFlow's teardown, seconds on a busy machine
+    done = proc.first_line_time("FPS")
+    assert done is not None and done - asked <= 1.0, proc.report()
+    assert "Traceback" not in proc.stderr and "free()" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------- datatool capture
+
+def test_capture_preview_shows_countdown_then_frames_and_q_keeps_them(mjpeg_stream, xserver, tmp_path):
+    from PIL import Image
+
+    from datatool.core.provenance import capture_info
+
+    ds = tmp_path / "ds"
+    shots = tmp_path / "screenshots"
+    # no --preview flag: the window is on by default where a display is available
+    proc = Program([*DATATOOL, "capture", str(ds), "--source", mjpeg_stream, "--countdown", "3",
+                    "--interval", "0.2", "--count", "0"], xserver.env)
+    try:
+        wid = xserver.wait_window("^facekit capture", proc, timeout=60)
+        x, y, w, h = xserver.geometry(wid)
+        assert (w, h) == (480, 360)
+        time.sleep(0.5)
+        countdown = xserver.screenshot(shots / "capture-countdown.png")[y:y + h, x:x + w]
+        assert not list(ds.glob("images/*.jpg")), "frames saved during the countdown"
+        # the countdown digit: big white text in the middle of the frame (the frames are dark noise
+        # with a skin-coloured square, no white)
+        middle = countdown[h // 4: 3 * h // 4, w // 3: 2 * w // 3]
+        assert _near(middle, (255, 255, 255), tol=30).sum() > 300
+        deadline = time.monotonic() + 30
+        while len(list(ds.glob("images/*.jpg"))) < 4:
+            assert proc.poll() is None, proc.report()
+            assert time.monotonic() < deadline, "no frames saved after the countdown"
+            time.sleep(0.1)
+        frames = xserver.screenshot(shots / "capture-frames.png")[y:y + h, x:x + w]
+        middle = frames[h // 4: 3 * h // 4, w // 3: 2 * w // 3]
+        assert _near(middle, (255, 255, 255), tol=30).sum() < 50  # countdown over
+        assert _near(frames, (235, 200, 170), tol=30).sum() > 2000  # the stream's frame is shown
+        assert _near(frames[: h // 8, : w // 3], (255, 255, 255), tol=30).sum() > 20  # the counter
+        xserver.key(wid, "q")
+        assert xserver.wait_gone(wid, timeout=1.0) <= 1.0
+        assert proc.wait(timeout=30) == 0, proc.report()
+    finally:
+        proc.stop()
+    saved = sorted(ds.glob("images/*.jpg"))
+    assert f"Saved {len(saved)} frames" in proc.stdout, proc.report()
+    assert "Stopped from the preview window." in proc.stderr
+    for path in saved:  # every frame written before Q is a complete, stamped JPEG
+        with Image.open(path) as im:
+            im.load()
+            assert im.size == (480, 360)
+        assert capture_info(path)["session"]
+    assert not list(ds.rglob("*.tmp*")) and not list(ds.rglob(".*"))
