@@ -406,3 +406,98 @@ def test_capture_preview_shows_countdown_then_frames_and_q_keeps_them(mjpeg_stre
             assert im.size == (480, 360)
         assert capture_info(path)["session"]
     assert not list(ds.rglob("*.tmp*")) and not list(ds.rglob(".*"))
+# ---------------------------------------------------------------------------- datatool label
+
+FRAME = 8  # a pure blue border around the photo: where labelme draws the image, and at what zoom
+LABELME_FIRST_LABEL = (128, 0, 0)  # labelme colours the first label with imgviz's colormap entry 1
+
+
+@pytest.fixture
+def label_dataset(tmp_path) -> Path:
+    """images/: the astronaut photo in a blue frame (labelme opens it first), a noise image with no
+    face, and a hand-labelled image whose JSON must never change."""
+    from PIL import Image
+    from skimage import data
+
+    images = tmp_path / "ds" / "images"
+    images.mkdir(parents=True)
+    photo = np.pad(data.astronaut(), ((FRAME, FRAME), (FRAME, FRAME), (0, 0)))
+    photo[:FRAME], photo[-FRAME:], photo[:, :FRAME], photo[:, -FRAME:] = (0, 0, 255), (0, 0, 255), (0, 0, 255), (0, 0, 255)
+    Image.fromarray(photo).save(images / "a_astronaut.png")
+    write_image(images / "b_noise.png", 120, 90, seed=3)
+    human = write_image(images / "human.jpg", 64, 48, seed=4)
+    write_labelme_json(human, [[1, 2, 30, 40]], width=64, height=48)
+    return tmp_path / "ds"
+
+
+def _edge_hits(shot: np.ndarray, color, *, row: float | None = None, col: float | None = None,
+               span: tuple[float, float]) -> float:
+    """The share of positions along a horizontal (`row`) or vertical (`col`) segment where a pixel
+    within 2 px across the line has `color`."""
+    lo, hi = int(round(span[0])) + 6, int(round(span[1])) - 6  # keep clear of the corner handles
+    hits = _near(shot, color, tol=50)
+    if row is not None:
+        r = int(round(row))
+        return float(hits[r - 2:r + 3, lo:hi].any(axis=0).mean())
+    c = int(round(col))
+    return float(hits[lo:hi, c - 2:c + 3].any(axis=1).mean())
+
+
+def _boxes_not_drawn(shot: np.ndarray, boxes) -> str | None:
+    """What is wrong with labelme's picture of the framed photo and its `boxes` (None: all right).
+
+    The blue frame gives where the photo is and its zoom; each box (pixels of the framed photo)
+    must then have its four edges in the label's colour, and the photo (not the colour) across
+    its middle."""
+    frame = _near(shot, (0, 0, 255), tol=40)
+    if frame.sum() < 1000:
+        return "the photo is not shown"
+    rows, cols = np.nonzero(frame)
+    left, top, right, bottom = cols.min(), rows.min(), cols.max() + 1, rows.max() + 1
+    scale = (right - left) / (512 + 2 * FRAME)
+    if abs((bottom - top) / (right - left) - 1) > 0.01:
+        return f"the square photo is shown {right - left}x{bottom - top}"
+    color = LABELME_FIRST_LABEL
+    for box in boxes:
+        sx0, sy0 = left + box.x_min * scale, top + box.y_min * scale
+        sx1, sy1 = left + box.x_max * scale, top + box.y_max * scale
+        for edge in (dict(row=sy0, span=(sx0, sx1)), dict(row=sy1, span=(sx0, sx1)),
+                     dict(col=sx0, span=(sy0, sy1)), dict(col=sx1, span=(sy0, sy1))):
+            if _edge_hits(shot, color, **edge) < 0.9:
+                return f"no edge of box {box.xyxy} at {edge} on screen"
+        if _edge_hits(shot, color, row=(sy0 + sy1) / 2, span=(sx0, sx1)) > 0.2:
+            return f"box {box.xyxy} is filled with its colour"
+    return None
+
+
+def test_label_opens_labelme_on_the_first_image_with_its_prelabelled_box(label_dataset, xserver, tmp_path):
+    from datatool.formats.labelme import read_labelme
+
+    images = label_dataset / "images"
+    human_json = images / "human.json"
+    human_before = human_json.read_bytes()
+    proc = Program([*DATATOOL, "label", str(label_dataset), "--detector", "haar"], xserver.env)
+    try:
+        wid = xserver.wait_window("^Labelme - ", proc, timeout=90)
+        photo_json = images / "a_astronaut.json"
+        photo_before = photo_json.read_bytes()  # prelabel wrote it before labelme started
+        boxes = read_labelme(photo_json).boxes
+        assert boxes
+        x, y, w, h = xserver.geometry(wid)
+        deadline = time.monotonic() + 30
+        while True:  # until labelme has painted the photo and its boxes
+            shot = xserver.screenshot(tmp_path / "screenshots" / "labelme.png")[y:y + h, x:x + w]
+            problem = _boxes_not_drawn(shot, boxes)
+            if problem is None:
+                break
+            assert proc.poll() is None, proc.report()
+            assert time.monotonic() < deadline, f"after 30 s: {problem}"
+            time.sleep(0.3)
+        assert proc.poll() is None
+        xserver.close(wid)
+        assert proc.wait(timeout=30) == 0, proc.report()
+    finally:
+        proc.stop()
+    assert "labelme closed: 2 labeled, 1 unlabeled image(s)" in proc.stdout, proc.report()
+    assert photo_json.read_bytes() == photo_before and human_json.read_bytes() == human_before
+    assert sorted(p.name for p in images.glob("*.json")) == ["a_astronaut.json", "human.json"]
