@@ -501,3 +501,117 @@ def test_label_opens_labelme_on_the_first_image_with_its_prelabelled_box(label_d
     assert "labelme closed: 2 labeled, 1 unlabeled image(s)" in proc.stdout, proc.report()
     assert photo_json.read_bytes() == photo_before and human_json.read_bytes() == human_before
     assert sorted(p.name for p in images.glob("*.json")) == ["a_astronaut.json", "human.json"]
+# ---------------------------------------------------------------------------- the Qt preflight
+
+@pytest.mark.parametrize("soname,package", [
+    ("libxcb-icccm.so.4", "libxcb-icccm4"),  # the three PyQt5 needs that a desktop often lacks
+    ("libxcb-keysyms.so.1", "libxcb-keysyms1"),
+    ("libxcb-xinerama.so.0", "libxcb-xinerama0"),
+    ("libxkbcommon-x11.so.0", "libxkbcommon-x11-0"),  # name ends in a digit: a dash before the version
+    ("libglib-2.0.so.0", "libglib2.0-0"),  # a package named otherwise: the table knows
+    ("libfoo.so.3", "libfoo3"),  # not in the table: Debian's naming rule
+    ("libFoo2.so.1", "libfoo2-1"),  # ... lower case, dash after a digit
+])
+def test_debian_package_for_a_missing_library(soname, package):
+    from datatool.core.qtcheck import debian_package
+
+    assert debian_package(soname) == package
+
+
+@pytest.mark.parametrize("env,platform,ok,says", [
+    ({"QT_QPA_PLATFORM": "offscreen"}, "linux", True, ""),  # draws into memory: needs nothing
+    ({"QT_QPA_PLATFORM": "minimal", "DISPLAY": ":5"}, "linux", True, ""),
+    ({}, "linux", False, "DISPLAY is not set"),  # a server
+    ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", False, "XWayland"),  # Qt 5 needs X unless told
+    ({"QT_QPA_PLATFORM": "wayland"}, "linux", False, "WAYLAND_DISPLAY is not set"),
+    ({}, "win32", True, ""),  # the wheels carry the Windows and macOS plugins
+])
+def test_preflight_without_starting_qt(env, platform, ok, says):
+    from datatool.core.qtcheck import preflight
+
+    check = preflight(env, platform=platform)
+    assert check.ok is ok and says in check.problem
+
+
+def test_preflight_passes_on_the_x_server(xserver):
+    from datatool.core.qtcheck import preflight
+
+    check = preflight(xserver.env)
+    assert check.ok, check.problem
+    assert (check.platform, check.detail) == ("xcb", f"DISPLAY={xserver.display}")
+
+
+def test_preflight_reports_an_x_server_that_is_not_there(xserver):
+    from datatool.core.qtcheck import preflight
+
+    check = preflight({**xserver.env, "DISPLAY": ":987"})  # libraries fine, nobody listening
+    assert not check.ok and not check.missing
+    assert "could not connect to display :987" in check.problem and "Aborted" not in check.problem
+
+
+RENAMED = {"libxcb-icccm.so.4": "libxcb-icccm.so.9", "libxcb-keysyms.so.1": "libxcb-keysyms.so.9",
+           "libxcb-xinerama.so.0": "libxcb-xinerama.so.9"}
+
+
+@pytest.fixture(scope="module")
+def broken_qt_env(xserver, tmp_path_factory) -> dict:
+    """The X display's environment with Qt pointed at a copy of PyQt5's xcb plugin that needs
+    three libraries no system has: the names of the three usually missing ones with another
+    version (same length, so the copy stays a valid ELF file). Qt looks in
+    QT_QPA_PLATFORM_PLUGIN_PATH first; LD_LIBRARY_PATH finds the Qt libraries the original finds
+    through its relative RUNPATH. Nothing is uninstalled."""
+    import PyQt5
+
+    qt = Path(PyQt5.__file__).parent / "Qt5"
+    data = (qt / "plugins" / "platforms" / "libqxcb.so").read_bytes()
+    for name, other in RENAMED.items():
+        assert data.count(name.encode() + b"\0"), f"libqxcb.so does not need {name}"
+        data = data.replace(name.encode() + b"\0", other.encode() + b"\0")
+    platforms = tmp_path_factory.mktemp("qt-plugins") / "platforms"
+    platforms.mkdir()
+    (platforms / "libqxcb.so").write_bytes(data)
+    return {**xserver.env, "QT_QPA_PLATFORM_PLUGIN_PATH": str(platforms),
+            "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(qt / "lib"), xserver.env.get("LD_LIBRARY_PATH")]))}
+
+
+def test_preflight_names_the_missing_libraries_and_the_install_command(broken_qt_env):
+    from datatool.core.qtcheck import preflight
+
+    check = preflight(broken_qt_env)
+    assert not check.ok
+    assert list(check.missing) == list(RENAMED.values())
+    assert "sudo apt-get install libxcb-icccm9 libxcb-keysyms9 libxcb-xinerama9" in check.problem
+    assert "Elsewhere" in check.problem and "dnf provides" in check.problem
+
+
+def _one_clear_error(proc: Program) -> str:
+    output = proc.stdout + proc.stderr
+    assert output.count("Error:") == 1, proc.report()
+    for noise in ("qt.qpa", "Aborted", "core dumped", "Traceback", "This application failed to start"):
+        assert noise not in output, proc.report()
+    assert all(name in output for name in RENAMED.values()), proc.report()
+    assert "sudo apt-get install libxcb-icccm9 libxcb-keysyms9 libxcb-xinerama9" in output
+    return output
+
+
+def test_label_stops_with_one_message_when_qt_cannot_start(broken_qt_env, label_dataset):
+    proc = Program([*DATATOOL, "label", str(label_dataset), "--detector", "haar"], broken_qt_env)
+    assert proc.wait(timeout=60) == 1
+    assert "cannot show labelme" in _one_clear_error(proc)
+    # stopped before prelabelling: only the hand-made JSON is there
+    assert [p.name for p in (label_dataset / "images").glob("*.json")] == ["human.json"]
+
+
+def test_capture_preview_stops_with_one_message_when_qt_cannot_start(broken_qt_env, tmp_path):
+    src = tmp_path / "src"
+    write_image(src / "a.jpg")
+    proc = Program([*DATATOOL, "capture", str(tmp_path / "ds"), "--source", str(src)], broken_qt_env)
+    assert proc.wait(timeout=60) == 1
+    assert "--no-preview" in _one_clear_error(proc)
+    assert not list((tmp_path / "ds").rglob("*.jpg"))
+
+
+def test_predict_live_stops_with_one_message_when_qt_cannot_start(broken_qt_env, trained_run, mjpeg_stream):
+    proc = Program([*TRAINER, "predict", str(trained_run), "--source", mjpeg_stream], broken_qt_env)
+    assert proc.wait(timeout=120) == 1
+    _one_clear_error(proc)

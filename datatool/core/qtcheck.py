@@ -73,8 +73,8 @@ DEBIAN_PACKAGES = {
     "libwayland-egl.so.1": "libwayland-egl1",
 }
 
-OTHER_SYSTEMS = ("on other systems install the package that provides each file "
-                 "(Fedora: dnf provides '*/NAME'; Arch: pacman -F NAME; openSUSE: zypper se --provides NAME)")
+OTHER_SYSTEMS = ("Elsewhere: install the packages that provide these files (Fedora: dnf provides '*/NAME'; "
+                 "Arch: pacman -F NAME; openSUSE: zypper se --provides NAME).")
 
 PROBE = ("import sys\n"
          "from PyQt5.QtWidgets import QApplication\n"
@@ -111,7 +111,7 @@ def install_hint(missing) -> str:
     """How to install the missing libraries: the exact Debian/Ubuntu command, then other systems."""
     packages = list(dict.fromkeys(debian_package(lib) for lib in missing))
     return (f"On Debian/Ubuntu: sudo apt-get install {' '.join(packages)}\n"
-            f"({OTHER_SYSTEMS.replace('NAME', missing[0])})")
+            f"{OTHER_SYSTEMS.replace('NAME', missing[0])}")
 
 
 def qt_platform(environ=None, platform: str | None = None) -> str:
