@@ -615,3 +615,11 @@ def test_predict_live_stops_with_one_message_when_qt_cannot_start(broken_qt_env,
     proc = Program([*TRAINER, "predict", str(trained_run), "--source", mjpeg_stream], broken_qt_env)
     assert proc.wait(timeout=120) == 1
     _one_clear_error(proc)
+def test_doctor_shows_the_same_preflight(xserver, broken_qt_env):
+    from datatool.doctor import check_qt
+
+    good = check_qt(xserver.env)
+    assert good.status == "ok" and xserver.display in good.detail
+    bad = check_qt(broken_qt_env)
+    assert bad.status == "warn" and not bad.required  # a machine without windows still works
+    assert "sudo apt-get install libxcb-icccm9 libxcb-keysyms9 libxcb-xinerama9" in bad.detail
