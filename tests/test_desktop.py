@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import os
 import shutil
 import struct
@@ -51,7 +50,6 @@ class XServer:
     display: str  # ":N"
     framebuffer: Path  # Xvfb's screen as an XWD file
     env: dict  # an environment for programs shown on this display
-    shots: list
 
     def screenshot(self, path: Path) -> np.ndarray:
         """The whole screen as RGB uint8 (height, width, 3), also saved as a PNG at `path`."""
@@ -60,7 +58,6 @@ class XServer:
         rgb = read_xwd(self.framebuffer)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb).save(path)
-        self.shots.append(path)
         return rgb
 
     def xdotool(self, *args: str, check: bool = True) -> str:
@@ -239,7 +236,7 @@ def xserver(tmp_path_factory):
         assert number.isdigit(), "Xvfb did not start:\n" + server.stderr.read().decode(errors="replace")[-2000:]
         env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
         env.update(DISPLAY=f":{number}", HOME=str(home), XDG_RUNTIME_DIR=str(home))
-        yield XServer(f":{number}", fbdir / "Xvfb_screen0", env, [])
+        yield XServer(f":{number}", fbdir / "Xvfb_screen0", env)
     finally:
         server.terminate()
         try:
@@ -432,7 +429,8 @@ def label_dataset(tmp_path) -> Path:
     images = tmp_path / "ds" / "images"
     images.mkdir(parents=True)
     photo = np.pad(data.astronaut(), ((FRAME, FRAME), (FRAME, FRAME), (0, 0)))
-    photo[:FRAME], photo[-FRAME:], photo[:, :FRAME], photo[:, -FRAME:] = (0, 0, 255), (0, 0, 255), (0, 0, 255), (0, 0, 255)
+    for side in (np.s_[:FRAME], np.s_[-FRAME:], np.s_[:, :FRAME], np.s_[:, -FRAME:]):
+        photo[side] = (0, 0, 255)
     Image.fromarray(photo).save(images / "a_astronaut.png")
     write_image(images / "b_noise.png", 120, 90, seed=3)
     human = write_image(images / "human.jpg", 64, 48, seed=4)

@@ -66,7 +66,8 @@ def test_imagenet_weights_are_found_under_the_names_trainer_downloads(tmp_path):
     assert doctor.check_imagenet_weights(env).status == "info"
     models = tmp_path / "models"
     models.mkdir()
-    names = [imagenet_filename("mobilenetv2", image_size=96, alpha=0.35), imagenet_filename("vgg16", image_size=224, alpha=1.0)]
+    names = [imagenet_filename("mobilenetv2", image_size=96, alpha=0.35),
+             imagenet_filename("vgg16", image_size=224, alpha=1.0)]
     for name in names:
         (models / name).write_bytes(b"")
     check = doctor.check_imagenet_weights(env)
