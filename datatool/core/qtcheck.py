@@ -82,6 +82,13 @@ PROBE = ("import sys\n"
          "sys.stdout.write(app.platformName())\n")
 
 
+# What the answer depends on; a passing check is remembered per process under these values
+# (`capture` asks before the window and again before Qt's first application object).
+ENV_KEYS = ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "QT_QPA_PLATFORM_PLUGIN_PATH", "LD_LIBRARY_PATH",
+            "XAUTHORITY")
+_passed: dict = {}
+
+
 @dataclass(frozen=True)
 class QtCheck:
     """The preflight's answer: `ok`, the Qt platform it looked at, and when not ok why (`problem`,
@@ -185,6 +192,16 @@ def preflight(environ=None, *, platform: str | None = None, probe: bool = True,
     """
     env = dict(os.environ if environ is None else environ)
     platform = platform or sys.platform
+    key = (platform, probe, *(env.get(k) for k in ENV_KEYS))
+    if key in _passed:
+        return _passed[key]
+    check = _preflight(env, platform=platform, probe=probe, timeout=timeout)
+    if check.ok:
+        _passed[key] = check
+    return check
+
+
+def _preflight(env: dict, *, platform: str, probe: bool, timeout: float) -> QtCheck:
     name = qt_platform(env, platform)
     if name in NO_DISPLAY_PLATFORMS:
         return QtCheck(True, name, detail=f"QT_QPA_PLATFORM={name}: no display needed")
