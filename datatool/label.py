@@ -179,18 +179,22 @@ def format_command(cmd: list[str]) -> str:
     return shlex.join(cmd)
 
 
-def check_can_launch(*, require_display: bool = True) -> None:
-    """Raise a clear `DatatoolError` if labelme is missing or there is no display to show it on."""
+def check_can_launch(*, require_display: bool = True, env: dict | None = None) -> None:
+    """Raise a clear `DatatoolError` if labelme is missing, there is no display to show it on, or
+    Qt cannot start on that display (`env`: labelme's environment, default this process's)."""
+    from .core.qtcheck import require_qt
     from .core.qtview import display_available
 
     fallback = ("`datatool prelabel DATASET` and `datatool label DATASET --dry-run` still work "
                 "without it.")
     if not labelme_available():
         raise DatatoolError(f"labelme is not installed: {LABELME_INSTALL}. {fallback}")
-    if require_display and not display_available():
+    if require_display and not display_available(env):
         raise DatatoolError("no display to show labelme on (DISPLAY/WAYLAND_DISPLAY unset or "
                             "QT_QPA_PLATFORM=offscreen): run `datatool label` on a desktop session, "
                             f"or copy the dataset to one. {fallback}")
+    if require_display:
+        require_qt(env, what="labelme")  # before Qt can abort labelme with a dump naming no library
 
 
 def start_labelme(root: Path, *, labels=("face",), require_display: bool = True, env: dict | None = None,
@@ -199,7 +203,7 @@ def start_labelme(root: Path, *, labels=("face",), require_display: bool = True,
 
     `program` replaces the labelme executable (default: `labelme_program()`); `popen` goes to Popen.
     """
-    check_can_launch(require_display=require_display)
+    check_can_launch(require_display=require_display, env=env)
     cmd = labelme_command(root, labels=labels, program=program)
     try:
         return subprocess.Popen(cmd, env=env, **popen)

@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "capture",
     "convert",
     "crop",
+    "doctor",
     "health",
     "split",
     "validate",

@@ -7,6 +7,8 @@ pressing Esc/Q asks the caller to stop.
 
 `display_available()` decides whether a window can be shown at all; `open_preview()` turns
 "no display" or a Qt failure into `None` (with a reason) instead of crashing a headless machine.
+Before the first window, `qtcheck.require_qt()` makes sure Qt can start on the display: a missing
+system library would otherwise abort the process (see `datatool.core.qtcheck`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ def _app():
 
     app = QtWidgets.QApplication.instance()
     if app is None:
+        from .qtcheck import require_qt
+
+        require_qt(what="the preview window")  # a clear error instead of Qt's abort
+        # The preview paints pixmaps and needs no OpenGL. With TensorFlow loaded first (trainer
+        # predict, mtcnn), Qt's GLX integration corrupts the heap at exit: "free(): invalid
+        # pointer", exit status -6 after a clean run. Without it Qt falls back to plain X drawing.
+        os.environ.setdefault("QT_XCB_GL_INTEGRATION", "none")
         app = QtWidgets.QApplication([sys.argv[0] if sys.argv else "facekit"])
     return app
 
@@ -156,11 +165,20 @@ def open_preview(enabled: bool | None, *, title: str = "facekit") -> tuple[Previ
 
     `enabled=None` means automatic: on when `display_available()`, off otherwise.
     `enabled=True` without a display falls back to no preview (with a reason), never an error.
+    A display on which Qt cannot start (missing system libraries, no X server) is an error
+    (`DatatoolError` naming what to install): the user expects a window there.
     """
     if enabled is False:
         return None, "preview off (--no-preview)"
     if not display_available():
         return None, "no display found (DISPLAY/WAYLAND_DISPLAY unset or QT_QPA_PLATFORM=offscreen): preview off"
+    from .errors import DatatoolError
+    from .qtcheck import preflight
+
+    check = preflight()
+    if not check.ok:
+        raise DatatoolError(f"cannot show the preview window: {check.problem}\n"
+                            f"(or capture without it: --no-preview)")
     try:
         return PreviewWindow(title), ""
     except Exception as e:  # a broken Qt install must not stop a capture
