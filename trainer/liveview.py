@@ -35,9 +35,11 @@ NO_DISPLAY = ("no display: the live window needs a desktop session (DISPLAY or W
 def require_display(instead: str) -> None:
     """Fail fast, before any model loads, when no window can be shown; `instead` says what to do."""
     from datatool.core.errors import DatatoolError
+    from datatool.core.qtcheck import require_qt
 
     if not display_available():
         raise DatatoolError(f"{NO_DISPLAY}; {instead}")
+    require_qt(what="the live window")  # missing X libraries: say so before a model loads
 
 
 def run(source: str, title: str, step, *, max_frames: int | None = None) -> dict:
