@@ -59,6 +59,7 @@ from keras import ops
 
 from datatool.core.errors import DatatoolError
 
+from .losses import MaskedIoU, ordered
 from .weights import BACKBONES, WeightsError, build_backbone, preprocess_layers
 
 # (stride 8, stride 16) tap layers per backbone
@@ -419,13 +420,9 @@ def postprocess(scores, boxes, **config) -> dict:
 # loss and metric
 
 
-def _ordered(b):
-    return ops.concatenate([ops.minimum(b[..., :2], b[..., 2:]), ops.maximum(b[..., :2], b[..., 2:])], axis=-1)
-
-
 def giou(a, b):
     """Generalised IoU of matching boxes `(..., 4)` xyxy -> `(...)`, in [-1, 1]."""
-    a, b = _ordered(a), _ordered(b)
+    a, b = ordered(a), ordered(b)
     inter_wh = ops.maximum(ops.minimum(a[..., 2:], b[..., 2:]) - ops.maximum(a[..., :2], b[..., :2]), 0.0)
     inter = inter_wh[..., 0] * inter_wh[..., 1]
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
@@ -435,15 +432,6 @@ def giou(a, b):
     hull_wh = ops.maximum(a[..., 2:], b[..., 2:]) - ops.minimum(a[..., :2], b[..., :2])
     hull = hull_wh[..., 0] * hull_wh[..., 1]
     return iou - (hull - union) / ops.maximum(hull, 1e-9)
-
-
-def _iou(a, b):
-    a, b = _ordered(a), _ordered(b)
-    wh = ops.maximum(ops.minimum(a[..., 2:], b[..., 2:]) - ops.maximum(a[..., :2], b[..., :2]), 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-             - inter)
-    return inter / ops.maximum(union, 1e-9)
 
 
 # a harmless box standing in for a negative cell's target, so no NaN reaches a masked gradient
@@ -490,27 +478,11 @@ class DenseLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="facekit")
-class PositiveIoU(keras.metrics.Metric):
+class PositiveIoU(MaskedIoU):
     """Mean IoU of the predicted box with its target over the positive cells (`cells` output)."""
 
-    def __init__(self, name="iou", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.cast(y_true, "float32")
-        y_pred = ops.cast(y_pred, "float32")
-        pos = y_true[..., 0]
-        self.total.assign_add(ops.sum(pos * _iou(y_true[..., 1:], y_pred[..., 1:])))
-        self.count.assign_add(ops.sum(pos))
-
-    def result(self):
-        return self.total / ops.maximum(self.count, 1.0)
-
-    def reset_state(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
+    def parts(self, y_true, y_pred):
+        return y_true[..., 0], y_true[..., 1:], y_pred[..., 1:]
 
 
 @keras.saving.register_keras_serializable(package="facekit")

@@ -31,33 +31,38 @@ def localization_loss(y_true, y_pred):
     return mask * (corner + size) * n / ops.maximum(ops.sum(mask), 1.0)
 
 
+def ordered(b):
+    """Boxes `(..., 4)` xyxy with their corners put in order (a regressor may swap them)."""
+    return ops.concatenate([ops.minimum(b[..., :2], b[..., 2:]), ops.maximum(b[..., :2], b[..., 2:])], axis=-1)
+
+
 def box_iou(a, b):
-    """IoU of matching rows of two `(n, 4)` xyxy tensors (corners put in order first)."""
-    a = ops.concatenate([ops.minimum(a[:, :2], a[:, 2:]), ops.maximum(a[:, :2], a[:, 2:])], axis=-1)
-    b = ops.concatenate([ops.minimum(b[:, :2], b[:, 2:]), ops.maximum(b[:, :2], b[:, 2:])], axis=-1)
-    lt = ops.maximum(a[:, :2], b[:, :2])
-    rb = ops.minimum(a[:, 2:], b[:, 2:])
-    wh = ops.maximum(rb - lt, 0.0)
-    inter = wh[:, 0] * wh[:, 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    """IoU of matching boxes of two `(..., 4)` xyxy tensors -> `(...)` (corners put in order first)."""
+    a, b = ordered(a), ordered(b)
+    wh = ops.maximum(ops.minimum(a[..., 2:], b[..., 2:]) - ops.maximum(a[..., :2], b[..., :2]), 0.0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     return inter / ops.maximum(area_a + area_b - inter, 1e-9)
 
 
 @keras.saving.register_keras_serializable(package="facekit")
 class MaskedIoU(keras.metrics.Metric):
-    """Mean IoU between predicted and target box over the images that have a face."""
+    """Mean IoU between predicted and target box over the images that have a face. A subclass
+    reads other targets by overriding `parts` (the dense head's `PositiveIoU`)."""
 
     def __init__(self, name="iou", **kwargs):
         super().__init__(name=name, **kwargs)
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
+    def parts(self, y_true, y_pred):
+        """`(mask, true boxes, predicted boxes)`: one-box targets, -1 rows for negatives."""
+        return _positive_mask(y_true), y_true, y_pred
+
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.cast(y_true, "float32")
-        y_pred = ops.cast(y_pred, "float32")
-        mask = _positive_mask(y_true)
-        self.total.assign_add(ops.sum(box_iou(y_true, y_pred) * mask))
+        mask, true, pred = self.parts(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))
+        self.total.assign_add(ops.sum(box_iou(true, pred) * mask))
         self.count.assign_add(ops.sum(mask))
 
     def result(self):
