@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .core.errors import DatatoolError
 from .core.neardup import DEFAULT_DISTANCE, check_distance, tfrecord_leaks
-from .core.tfrecord import SPLITS, list_shards
+from .core.tfrecord import SPLITS, list_shards, shard_records
 
 
 @dataclass(frozen=True)
@@ -140,15 +140,9 @@ def _shard_results(shard: Path, check) -> tuple[list[dict], list[BadRecord]]:
     except tf.errors.OpError:
         pass
     results, bad = [], []
-    it = iter(tf.data.TFRecordDataset(str(shard)))
-    index = 0
-    while True:
-        try:
-            serialized = next(it)
-        except StopIteration:
-            break
-        except tf.errors.OpError as e:  # truncated / corrupt file: the rest is unreadable
-            bad.append(BadRecord(shard.name, index, f"unreadable from here on ({_op_message(e)})"))
+    for index, serialized in shard_records(shard):
+        if isinstance(serialized, tf.errors.OpError):  # truncated / corrupt file: the rest is unreadable
+            bad.append(BadRecord(shard.name, index, f"unreadable from here on ({_op_message(serialized)})"))
             break
         try:
             r = {k: v.numpy() for k, v in check(serialized).items()}
@@ -156,7 +150,6 @@ def _shard_results(shard: Path, check) -> tuple[list[dict], list[BadRecord]]:
             bad.append(BadRecord(shard.name, index, _op_message(e)))
             r = None
         results.append(r)
-        index += 1
     return results, bad
 
 

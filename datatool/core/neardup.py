@@ -336,7 +336,7 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
     import numpy as np
 
     from .issues import Issue
-    from .tfrecord import SPLITS, list_shards
+    from .tfrecord import SPLITS, list_shards, shard_records
 
     tfdir = Path(tfdir)
     if not tfdir.is_dir():
@@ -347,17 +347,11 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
     out = []
     for split in splits or SPLITS:
         for shard in list_shards(tfdir, split):
-            records = iter(tf.data.TFRecordDataset(str(shard)))
-            k = 0
-            while True:
-                try:
-                    raw = next(records)
-                except StopIteration:
-                    break
-                except tf.errors.OpError as e:  # a truncated or corrupt shard: report it, keep the rest
+            for k, raw in shard_records(shard):
+                if isinstance(raw, tf.errors.OpError):  # a truncated or corrupt shard: report it, keep the rest
                     if issues is not None:
                         issues.append(Issue("error", str(shard), f"record {k}",
-                                            f"cannot read further ({type(e).__name__})", "bad-record"))
+                                            f"cannot read further ({type(raw).__name__})", "bad-record"))
                     break
                 try:
                     ex = tf.io.parse_single_example(raw, spec)
@@ -365,7 +359,6 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
                     if issues is not None:
                         issues.append(Issue("error", str(shard), f"record {k}", f"does not parse ({e.message})",
                                             "bad-record"))
-                    k += 1
                     continue
                 data = ex["image/encoded"].numpy()
                 key = ex["image/source_id"].numpy().decode("utf-8", "replace") or f"{shard.name}#{k}"
@@ -374,7 +367,6 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
                 if img is None:
                     if issues is not None:
                         issues.append(Issue("error", str(shard), f"record {k}", "image does not decode", "bad-record"))
-                    k += 1
                     continue
                 gray = img
                 if thumbnails is not None:
@@ -384,7 +376,6 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
                                        interpolation=cv2.INTER_AREA) if f < 1 else img
                     thumbnails[(split, key)] = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
                 out.append((split, key, phash_gray(gray)))
-                k += 1
     return out
 
 

@@ -153,3 +153,23 @@ def list_shards(tfdir: Path, split: str) -> list[Path]:
         if m and m.group("split") == split:
             out.append(p)
     return out
+
+
+def shard_records(shard: Path):
+    """`(index, serialized record)` for every record of one shard file, in order. A truncated or
+    corrupt file ends with one `(index, error)`, the `tf.errors.OpError` met where reading stopped
+    (nothing after it can be read), so a caller can name the shard and the record and keep the rest."""
+    import tensorflow as tf
+
+    records = iter(tf.data.TFRecordDataset(str(shard)))
+    index = 0
+    while True:
+        try:
+            raw = next(records)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:
+            yield index, e
+            return
+        yield index, raw
+        index += 1
