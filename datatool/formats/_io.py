@@ -42,6 +42,11 @@ def safe_key(key: str, *, where: str) -> str:
     return path.as_posix()
 
 
+def labeled_with_safe_keys(samples) -> list:
+    """The labeled samples, each key checked by `safe_key` (what every exporter writes)."""
+    return [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id")) for s in samples if s.labeled]
+
+
 def check_free(paths: Iterable[Path], *, overwrite: bool) -> None:
     """Refuse (before anything is written) if any destination already exists and `overwrite` is off."""
     if overwrite:

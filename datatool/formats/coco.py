@@ -18,7 +18,7 @@ from ..core.errors import AnnotationError, DatatoolError, ImageError
 from ..core.images import image_size
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, read_text, safe_key
+from ._io import LIMIT, check_free, copy_image, labeled_with_safe_keys, progress, raise_first_error, read_text, safe_key
 
 ANNOTATIONS = "annotations.json"
 IMAGES = "images"
@@ -184,8 +184,7 @@ def write_coco(samples: list[Sample], json_path: Path, *, images_root: Path | No
     from ..core.fsutil import write_json_atomic
 
     json_path = Path(json_path)
-    labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))
-               for s in samples if s.labeled]
+    labeled = labeled_with_safe_keys(samples)
     targets = [Path(images_root) / s.image_id for s in labeled] if images_root is not None else []
     check_free([json_path, *targets], overwrite=overwrite)
     for s, dst in progress(list(zip(labeled, targets)), desc="copy images", enabled=progress_bar):

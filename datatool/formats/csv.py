@@ -18,7 +18,8 @@ from pathlib import Path
 from ..core.errors import AnnotationError, DatatoolError
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, read_text, safe_key
+from ._io import (LIMIT, check_free, copy_image, labeled_with_safe_keys, num, progress, raise_first_error, read_text,
+                  safe_key)
 
 FILENAME = "annotations.csv"
 IMAGES = "images"
@@ -166,8 +167,7 @@ def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_ima
     from ..core.fsutil import write_text_atomic
 
     out = Path(out)
-    labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))
-               for s in samples if s.labeled]
+    labeled = labeled_with_safe_keys(samples)
     targets = [out / IMAGES / s.image_id for s in labeled] if copy_images else []
     check_free([out / FILENAME, *targets], overwrite=overwrite)
     for s, dst in progress(list(zip(labeled, targets)), desc="copy images", enabled=progress_bar):

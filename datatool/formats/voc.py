@@ -20,7 +20,7 @@ from ..core.errors import AnnotationError, DatatoolError, ImageError
 from ..core.images import IMAGE_EXTENSIONS, image_size
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, safe_key
+from ._io import LIMIT, check_free, copy_image, labeled_with_safe_keys, progress, raise_first_error, safe_key
 
 ANNOTATIONS = "Annotations"
 IMAGES = "JPEGImages"
@@ -196,8 +196,7 @@ def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_ima
     from ..core.fsutil import write_text_atomic
 
     out = Path(out)
-    labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))
-               for s in samples if s.labeled]
+    labeled = labeled_with_safe_keys(samples)
     plan = [(s, out / ANNOTATIONS / xml_key(s.image_id), out / IMAGES / s.image_id) for s in labeled]
     check_free([out / IMAGE_SET] + [p for _, x, i in plan for p in ((x, i) if copy_images else (x,))],
                overwrite=overwrite)

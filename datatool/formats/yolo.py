@@ -19,7 +19,7 @@ from ..core.errors import AnnotationError, DatatoolError, ImageError
 from ..core.images import image_size, is_image
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, progress, raise_first_error, safe_key
+from ._io import LIMIT, check_free, copy_image, labeled_with_safe_keys, progress, raise_first_error
 
 IMAGES = "images"
 LABELS = "labels"
@@ -131,8 +131,7 @@ def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_ima
     from ..core.fsutil import write_text_atomic
 
     out = Path(out)
-    labeled = [s.replace(image_id=safe_key(s.image_id, where=f"{s.image_path}: image_id"))
-               for s in samples if s.labeled]
+    labeled = labeled_with_safe_keys(samples)
     names = sorted({b.label for s in labeled for b in s.boxes}) or ["face"]
     class_id = {n: i for i, n in enumerate(names)}
     plan = [(s, out / LABELS / Path(s.image_id).with_suffix(".txt"), out / IMAGES / s.image_id) for s in labeled]
