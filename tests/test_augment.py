@@ -466,9 +466,9 @@ def test_ctrl_c_with_a_pool_leaves_only_whole_files_and_resume_finishes(tmp_path
     import time
 
     src = tmp_path / "src"
-    for k in range(6):
-        img = write_image(src / "images" / f"f{k}.jpg", 160, 120, seed=k, box=(20, 15, 80, 75))
-        write_labelme_json(img, [(20, 15, 80, 75)], width=160, height=120)
+    for k in range(6):  # large enough that 240 variants take seconds: the interrupt lands midway
+        img = write_image(src / "images" / f"f{k}.jpg", 640, 480, seed=k, box=(80, 60, 320, 300))
+        write_labelme_json(img, [(80, 60, 320, 300)], width=640, height=480)
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", "from datatool.cli import main; main()", "augment", str(src), "--out", str(out),
            "--factor", "40", "--workers", "2", "--recipe", "heavy"]

@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end_and_reports_what_it_measured(tmp_path):
     # the report's figures are the run's own: held-out metrics and split counts appear as measured
     held = json.loads((out / "report" / "heldout" / "metrics.json").read_text())
     assert held["images"] == 10  # datasets/sample/heldout
-    assert f"| {held['images']} | {held['presence']['accuracy']:.3f} |" in report
+    assert f"| {held['images']} | {held['faces']} | {held['faces_found']['found']} |" in report
     counts = json.loads((out / "tfrecords" / "dataset.json").read_text())["counts"]
     assert f"| train | {counts['train']['images']} |" in report
     # and it shows the pictures it names

@@ -142,7 +142,7 @@ def two_fits(detection_tfrecords, weights_file, tmp_path_factory):
         run = base / f"cache_{cache}"
         flags = ["--feature-cache-ram", "0"] if cache else ["--no-feature-cache"]
         result = CliRunner().invoke(cli, ["fit", str(detection_tfrecords), "--out", str(run), *FIT_ARGS,
-                                          "--weights", str(weights_file), "--epochs", "2",
+                                          "--head", "single", "--weights", str(weights_file), "--epochs", "2",
                                           "--fine-tune-layers", "12", "--fine-tune-epochs", "1", *flags])
         assert result.exit_code == 0, result.output + repr(result.exception)
         out[cache] = (run, result.output)

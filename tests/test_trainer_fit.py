@@ -65,7 +65,7 @@ def test_run_folder_holds_model_history_curves_and_a_reproducible_config(trained
     with open(trained_run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == list(range(config["results"]["epochs"]))
-    assert {"loss", "val_loss", "box_iou", "val_presence_auc"} <= set(rows[0])
+    assert {"loss", "val_loss", "iou", "val_cell_recall"} <= set(rows[0])  # the dense head's metrics
     assert (trained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
