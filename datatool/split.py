@@ -535,7 +535,9 @@ def _group_near_duplicates(items: list, *, distance: int, issues: list, workers:
 
     from .core.quality import hash_images
 
-    hashes, bad = hash_images([it.sample.image_path for it in items], workers=workers)
+    # The bytes the plan kept for the write stage (`_Handover`) are hashed as they are: no second read.
+    hashes, bad = hash_images([it.sample.image_path for it in items], data=[it.data for it in items],
+                              workers=workers)
     issues.extend(bad)
     by_id = {it.sample.image_id: hashes[str(it.sample.image_path)] for it in items
              if str(it.sample.image_path) in hashes}

@@ -324,7 +324,8 @@ def find_leaks(records: Iterable[tuple[str, str, int]], distance: int = DEFAULT_
 
 def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list | None = None,
                     thumbnails: dict | None = None, thumb_side: int = 160):
-    """`(split, source_id, phash)` for every record of a TFDIR, images decoded from the files.
+    """`(split, source_id, phash)` for every record of a TFDIR (`quality.phash_image`, the hash
+    `validate` and `split` take of the dataset's files, so the two compare).
 
     A record whose image does not decode is reported in `issues` (shard and index) and skipped.
     With a `thumbnails` dict, a JPEG thumbnail (long side `thumb_side`) of each record's image is
@@ -335,7 +336,9 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
     import cv2
     import numpy as np
 
+    from .errors import ImageError
     from .issues import Issue
+    from .quality import phash_image  # decoding lives there (quality imports this module lazily too)
     from .tfrecord import SPLITS, list_shards, shard_records
 
     tfdir = Path(tfdir)
@@ -362,20 +365,19 @@ def tfrecord_hashes(tfdir, *, splits: Sequence[str] | None = None, issues: list 
                     continue
                 data = ex["image/encoded"].numpy()
                 key = ex["image/source_id"].numpy().decode("utf-8", "replace") or f"{shard.name}#{k}"
-                mode = cv2.IMREAD_COLOR if thumbnails is not None else cv2.IMREAD_GRAYSCALE
-                img = cv2.imdecode(np.frombuffer(data, np.uint8), mode) if data else None
-                if img is None:
+                try:  # the dataset's own hash function, so records compare with `validate`'s and `split`'s hashes
+                    h = phash_image(data, name=f"{shard}: record {k}")
+                except ImageError:
                     if issues is not None:
                         issues.append(Issue("error", str(shard), f"record {k}", "image does not decode", "bad-record"))
                     continue
-                gray = img
                 if thumbnails is not None:
-                    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+                    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
                     f = thumb_side / max(img.shape[:2])
                     small = cv2.resize(img, (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))),
                                        interpolation=cv2.INTER_AREA) if f < 1 else img
                     thumbnails[(split, key)] = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
-                out.append((split, key, phash_gray(gray)))
+                out.append((split, key, h))
     return out
 
 
