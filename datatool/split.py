@@ -7,10 +7,11 @@ sha256 of the image's own bytes when the annotation names none), or with
 frames of one webcam session stay together. With `group_near_duplicates`, units holding
 near-duplicate images (perceptual hashes within `near_dup_distance` bits, `core.neardup`) are
 merged into one before assignment, so two captures of the same scene never straddle splits even
-across groups and sessions. It is off by default: it decodes every image (the plan otherwise
-reads headers only; bench/health.py measures the cost), and it changes the assignment of existing
-datasets (same seed, same bytes holds only without it); `datatool inspect` lists near-duplicate
-leaks either way and points at the option.
+across groups and sessions. It is off by default: it decodes every image (grayscale at a reduced
+scale, `core.quality.phash_image`, from the bytes the plan kept; the plan otherwise only reads
+headers and passes JPEG bytes through; bench/health.py measures the cost), and it changes the
+assignment of existing datasets (same seed, same bytes holds only without it); `datatool inspect`
+lists near-duplicate leaks either way and points at the option.
 
 Assignment (deterministic, documented here because no library splitter does grouped +
 stratified + three-way ratios; scikit-learn's `StratifiedGroupKFold` only makes k equal folds):
