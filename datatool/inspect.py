@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.errors import DatatoolError
+from .core.neardup import DEFAULT_DISTANCE, check_distance, tfrecord_leaks
 from .core.tfrecord import SPLITS, list_shards
 
 
@@ -53,6 +54,8 @@ class InspectReport:
     leaked_groups: dict = field(default_factory=dict)  # group id -> [splits]
     duplicate_ids: list = field(default_factory=list)
     labels: list = field(default_factory=list)  # labels.txt lines, if any
+    near_duplicate_leaks: list = field(default_factory=list)  # [core.neardup.Leak]: val/test images close to train
+    near_dup_distance: int | None = None  # None: not checked
 
     @property
     def ok(self) -> bool:
@@ -67,6 +70,8 @@ class InspectReport:
             "leaked_groups": self.leaked_groups,
             "duplicate_source_ids": self.duplicate_ids,
             "labels": self.labels,
+            "near_dup_distance": self.near_dup_distance,
+            "near_duplicate_leaks": [lk.to_dict() for lk in self.near_duplicate_leaks],
         }
 
 
@@ -155,8 +160,16 @@ def _shard_results(shard: Path, check) -> tuple[list[dict], list[BadRecord]]:
     return results, bad
 
 
-def inspect_tfrecords(tfdir: Path, *, progress: bool = True) -> InspectReport:
-    """Read every shard of every split in `tfdir` through `datatool.core.tfrecord` with tf.data."""
+def inspect_tfrecords(tfdir: Path, *, progress: bool = True,
+                      near_dup_distance: int | None = DEFAULT_DISTANCE) -> InspectReport:
+    """Read every shard of every split in `tfdir` through `datatool.core.tfrecord` with tf.data.
+
+    With `near_dup_distance` (bits; None = off), also list every val/test record whose image is a
+    near duplicate of a train record's, whatever their groups or sessions (`near_duplicate_leaks`;
+    they do not make the report fail: `inspect --strict` does).
+    """
+    if near_dup_distance is not None:
+        check_distance(near_dup_distance)
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -204,6 +217,9 @@ def inspect_tfrecords(tfdir: Path, *, progress: bool = True) -> InspectReport:
     report.bad.sort(key=lambda b: (b.shard, b.index))
     report.leaked_groups = {g: sorted(s, key=SPLITS.index) for g, s in sorted(group_splits.items()) if len(s) > 1}
     report.duplicate_ids = sorted(k for k, v in source_ids.items() if v > 1 and k)
+    if near_dup_distance is not None:
+        report.near_dup_distance = near_dup_distance
+        report.near_duplicate_leaks = tfrecord_leaks(tfdir, near_dup_distance)  # bad records: listed above
     return report
 
 

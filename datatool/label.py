@@ -161,6 +161,20 @@ def labelme_command(root: Path, *, labels=("face",), program: list[str] | None =
             "--output", str(images)]
 
 
+def suspects_folder(root: Path, audit: Path) -> tuple[Path, int, list[str]]:
+    """For `label --only-suspects`: a hidden folder under `root`'s images of links to just the images
+    an audit JSON names (`core.suspects.link_suspects`; labelme saves through the links into the
+    dataset's own JSONs). Returns `(folder, linked, missing)`; no suspect left is a `DatatoolError`."""
+    from .core.suspects import link_suspects
+    from .dataset import images_dir
+
+    folder, linked, missing = link_suspects(audit, images_dir(root))
+    if not linked:
+        raise DatatoolError(f"{audit}: no suspect image of it is in {images_dir(root)}"
+                            + (f" ({len(missing)} listed elsewhere or gone)" if missing else ""))
+    return folder, linked, missing
+
+
 def format_command(cmd: list[str]) -> str:
     return shlex.join(cmd)
 

@@ -4,7 +4,13 @@ Leakage: every image belongs to a *unit* that is never divided between splits. T
 the sample's `group` (sha256 of the original image an augmented variant came from; the
 sha256 of the image's own bytes when the annotation names none), or with
 `group_by="session"` the capture `session` (falling back to the group), so near-duplicate
-frames of one webcam session stay together.
+frames of one webcam session stay together. With `group_near_duplicates`, units holding
+near-duplicate images (perceptual hashes within `near_dup_distance` bits, `core.neardup`) are
+merged into one before assignment, so two captures of the same scene never straddle splits even
+across groups and sessions. It is off by default: it decodes every image (the plan otherwise
+reads headers only; bench/health.py measures the cost), and it changes the assignment of existing
+datasets (same seed, same bytes holds only without it); `datatool inspect` lists near-duplicate
+leaks either way and points at the option.
 
 Assignment (deterministic, documented here because no library splitter does grouped +
 stratified + three-way ratios; scikit-learn's `StratifiedGroupKFold` only makes k equal folds):
@@ -59,6 +65,7 @@ from .core.fsutil import (atomic_path, command_line, prepare_output_dir, read_re
 from .core.images import ImageProbe, decode_rgb, encode_jpeg, sha256_bytes
 from .core.images import probe as probe_image
 from .core.issues import Issue
+from .core.neardup import DEFAULT_DISTANCE, check_distance, group_near_duplicates as merge_near_duplicate_units
 from .core.sample import Sample
 from .core.tfrecord import SHARD_RE, SPLITS, shard_name
 
@@ -100,6 +107,7 @@ class SplitSummary:
     label_map: dict = field(default_factory=dict)
     passthrough: int = 0  # images whose JPEG bytes went in untouched
     reencoded: int = 0
+    merged_units: int | None = None  # units merged by near-duplicate grouping (None: not asked for)
 
 
 def parse_ratios(text: str | Sequence[float]) -> tuple[float, float, float]:
@@ -404,7 +412,8 @@ def _estimated_bytes(item: SplitItem, max_side: int | None) -> int:
 def split(root: Path, *, out: Path, ratios: Sequence[float] | str = (0.7, 0.15, 0.15), seed: int = 0,
           group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
           task: str = "detection", overwrite: bool = False, workers: int | None = None,
-          progress: bool = True) -> SplitSummary:
+          progress: bool = True, group_near_duplicates: bool = False,
+          near_dup_distance: int = DEFAULT_DISTANCE) -> SplitSummary:
     """Split the dataset at `root` into `out/{train,val,test}-*.tfrecord`, `split.csv`, `dataset.json`.
 
     - `task="detection"`: labelme images (unlabeled ones excluded and reported); negatives
@@ -413,6 +422,7 @@ def split(root: Path, *, out: Path, ratios: Sequence[float] | str = (0.7, 0.15, 
       (line i is `image/class/label` i).
     - `group_by`: `"group"` or `"session"` (see module docstring for the assignment).
     - `shards`: `"auto"` or a number of shards per split. `max_side`: longest side in pixels.
+    - `group_near_duplicates`: merge units that hold near-duplicate images (detection only).
     Refuses a non-empty `out` unless `overwrite` (then stale shards from an earlier run are
     removed once the new ones are complete). Returns a `SplitSummary`.
     `split` = `write_split(plan_split(...), out=...)`: plan (read, check, assign), then write.
@@ -420,7 +430,8 @@ def split(root: Path, *, out: Path, ratios: Sequence[float] | str = (0.7, 0.15, 
     if Path(out).resolve() == Path(root).resolve():
         raise DatatoolError(f"{out}: --out must not be the dataset folder itself")
     plan = plan_split(root, ratios=ratios, seed=seed, group_by=group_by, shards=shards, max_side=max_side,
-                      task=task, workers=workers)
+                      task=task, workers=workers, group_near_duplicates=group_near_duplicates,
+                      near_dup_distance=near_dup_distance)
     return write_split(plan, out=out, overwrite=overwrite, workers=workers, progress=progress)
 
 
@@ -440,13 +451,21 @@ class SplitPlan:
     names: list  # identity: labels.txt lines
     issues: list  # excluded images and other problems
     warnings: list
+    merged_units: int | None = None  # near-duplicate grouping: units merged (None: not asked for)
+    near_dup_distance: int | None = None
 
 
 def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15), seed: int = 0,
                group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
-               task: str = "detection", workers: int | None = None) -> SplitPlan:
+               task: str = "detection", workers: int | None = None, group_near_duplicates: bool = False,
+               near_dup_distance: int = DEFAULT_DISTANCE) -> SplitPlan:
     """Read and check the dataset, assign every image to a split and a shard (see `split`)."""
     root = Path(root)
+    if group_near_duplicates:
+        check_distance(near_dup_distance)
+        if task != "detection":
+            raise DatatoolError("--group-near-duplicates: for detection datasets only (a person's face crops look "
+                                "alike by design; merging them would put each person in one split)")
     if task not in TASKS:
         raise DatatoolError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
     if group_by not in GROUP_BY:
@@ -482,6 +501,9 @@ def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15),
             raise DatatoolError(f"{it.sample.image_path}: image_id {it.sample.image_id!r} is not unique "
                                 f"(also {seen[it.sample.image_id]})")
         seen[it.sample.image_id] = it.sample.image_path
+    merged = None
+    if group_near_duplicates:
+        items, merged = _group_near_duplicates(items, distance=near_dup_distance, issues=issues, workers=workers)
 
     # A unit's stratum: the most common stratum of its images (ties: alphabetical).
     unit_strata: dict[str, Counter] = defaultdict(Counter)
@@ -502,7 +524,23 @@ def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15),
         counts[name] = shard_count(len(per_split[name]), est, split=name, shards=shards)
     return SplitPlan(root=root, task=task, ratios=ratios, seed=seed, group_by=group_by, max_side=max_side,
                      per_split=per_split, shard_counts=counts, label_map=label_map, names=names, issues=issues,
-                     warnings=warnings)
+                     warnings=warnings, merged_units=merged,
+                     near_dup_distance=near_dup_distance if group_near_duplicates else None)
+
+
+def _group_near_duplicates(items: list, *, distance: int, issues: list, workers: int | None):
+    """Items with the units that hold near-duplicate images merged (`core.neardup`), and how many
+    units were merged. An image that does not decode is reported and keeps its unit."""
+    from dataclasses import replace
+
+    from .core.quality import hash_images
+
+    hashes, bad = hash_images([it.sample.image_path for it in items], workers=workers)
+    issues.extend(bad)
+    by_id = {it.sample.image_id: hashes[str(it.sample.image_path)] for it in items
+             if str(it.sample.image_path) in hashes}
+    units, merged = merge_near_duplicate_units({it.sample.image_id: it.unit for it in items}, by_id, distance)
+    return [replace(it, unit=units[it.sample.image_id]) for it in items], merged
 
 
 def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers: int | None = None,
@@ -623,12 +661,14 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
         excluded_reasons=dict(Counter(i.code for i in excluded_ids)),
         passthrough_jpegs=passthrough,
         reencoded_images=reencoded,
+        near_duplicate_grouping=(None if plan.merged_units is None else
+                                 {"distance": plan.near_dup_distance, "merged_units": plan.merged_units}),
         warnings=warnings,
         parent=read_record(root),
     )
     return SplitSummary(out=out, task=task, counts=counts, shards=written, excluded=tuple(excluded_ids),
                         warnings=tuple(warnings), label_map=label_map, passthrough=passthrough,
-                        reencoded=reencoded)
+                        reencoded=reencoded, merged_units=plan.merged_units)
 
 
 def _issue_id(issue: Issue, root: Path) -> str:

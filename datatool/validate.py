@@ -38,6 +38,8 @@ from .core.errors import AnnotationError, DatatoolError, ImageError
 from .core.fsutil import write_bytes_atomic, write_json_atomic
 from .core.images import is_image, load_rgb, require_strict_decoding, sha256_bytes, transposes, verify
 from .core.issues import SEVERITIES, Issue
+from .core.neardup import DEFAULT_DISTANCE, check_distance, near_duplicate_issues
+from .core.quality import QualityThresholds, measure, quality_issues, quality_table
 from .core.sample import Sample
 from .dataset import FORMATS, PEOPLE, images_dir, list_people, walk
 from .formats import labelme
@@ -58,6 +60,7 @@ class ImageFacts:
     stored_height: int
     orientation: int  # EXIF orientation tag, 1 = upright
     sha256: str
+    measures: dict | None = field(default=None, compare=False)  # core.quality measures, when asked for
 
 
 @dataclass
@@ -107,10 +110,12 @@ class Report:
 # --------------------------------------------------------------------------- images
 
 
-def inspect_image(path: Path) -> ImageFacts:
+def inspect_image(path: Path, *, measured: bool = False) -> ImageFacts:
     """Decode `path` completely and describe it; raises `ImageError` for anything unreadable.
 
     The file is read once: the header, the full decode and the hash all come from those bytes.
+    `measured`: also the image-quality measures and perceptual hash (`core.quality`), from the
+    same bytes.
     """
     path = Path(path)
     try:
@@ -120,21 +125,24 @@ def inspect_image(path: Path) -> ImageFacts:
     except OSError as e:
         raise ImageError(path=path, reason=f"cannot read ({e.strerror or e})") from e
     f = verify(data, name=str(path))
-    return ImageFacts(path, f.width, f.height, f.stored_width, f.stored_height, f.orientation, sha256_bytes(data))
+    measures = measure(data, name=str(path)) if measured else None
+    return ImageFacts(path, f.width, f.height, f.stored_width, f.stored_height, f.orientation, sha256_bytes(data),
+                      measures)
 
 
-def _inspect_one(path: Path) -> ImageFacts | Issue:
+def _inspect_one(path: Path, measured: bool = False) -> ImageFacts | Issue:
     try:
-        return inspect_image(path)
+        return inspect_image(path, measured=measured)
     except ImageError as e:
         return Issue.from_error(e, code="bad-image", file=path)
     except Exception as e:  # a decoder bug must not end the whole run: report the file, go on
         return Issue("error", str(path), "", f"cannot decode ({type(e).__name__}: {e})", "bad-image")
 
 
-def inspect_images(paths: Sequence[Path], *, workers: int | None = None,
-                   progress: bool = False) -> tuple[dict[Path, ImageFacts], list[Issue]]:
-    """Decode and hash every image (threads: the decoders release the GIL); facts by path, issues in order."""
+def inspect_images(paths: Sequence[Path], *, workers: int | None = None, progress: bool = False,
+                   measure: Iterable[Path] = ()) -> tuple[dict[Path, ImageFacts], list[Issue]]:
+    """Decode and hash every image (threads: the decoders release the GIL); facts by path, issues in order.
+    Images in `measure` also get the quality measures (`ImageFacts.measures`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -146,7 +154,10 @@ def inspect_images(paths: Sequence[Path], *, workers: int | None = None,
     issues: list[Issue] = []
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None  # one: no hand-offs between threads
     try:
-        results = tqdm((pool.map if pool else map)(_inspect_one, paths), total=len(paths), desc="checking images",
+        measured = set(measure)
+        flags = [p in measured for p in paths]
+        results = tqdm((pool.map if pool else map)(_inspect_one, paths, flags), total=len(paths),
+                       desc="checking images",
                        unit="img", disable=not progress or not paths, leave=False)
         for path, result in zip(paths, results):
             if isinstance(result, Issue):
@@ -323,6 +334,30 @@ def _check_duplicates(facts: Iterable[ImageFacts], report: Report, *, person_of:
     report.counts["duplicates"] = dup_images
 
 
+def _check_health(facts: dict[Path, ImageFacts], report: Report, *, distance: int | None,
+                  quality: QualityThresholds | None) -> None:
+    """Image-quality warnings and near-duplicate clusters (`core.quality`, `core.neardup`) for the
+    images whose facts carry measures."""
+    measured = {p: f.measures for p, f in facts.items() if f.measures is not None}
+    if not measured:
+        return
+    table = quality_table(measured)
+    if quality is not None:
+        report.issues.extend(quality_issues(table, quality))
+    if distance is not None:
+        base = report.root if report.root.is_dir() else report.root.parent
+        # byte-identical copies are already one duplicate-image issue: only the first takes part
+        first_of: dict[str, str] = {}
+        for p in measured:
+            first_of.setdefault(facts[p].sha256, str(p))
+        keep = set(first_of.values())
+        hashes = {f: h for f, h in zip(table.index, table["phash"]) if f in keep}
+        clusters = near_duplicate_issues(hashes, distance,
+                                         relative_to=images_dir(base) if report.format == "labelme" else base)
+        report.issues.extend(clusters)
+        report.counts["near_duplicate_clusters"] = len(clusters)
+
+
 def _check_people(root: Path, people: dict[str, list[Path]], facts: dict[Path, ImageFacts],
                   report: Report, *, imbalance: float) -> None:
     base = Path(root) / PEOPLE
@@ -350,12 +385,15 @@ def _check_people(root: Path, people: dict[str, list[Path]], facts: dict[Path, I
                 f"(ratio {ratio:.1f} > {imbalance:g}); capture more of {least} or augment it", "imbalance"))
 
 
-def _validate_labelme(root: Path, report: Report, *, labels, min_face, fix, imbalance, workers, progress) -> None:
+def _validate_labelme(root: Path, report: Report, *, labels, min_face, fix, imbalance, workers, progress,
+                      distance, quality) -> None:
     listing = walk(root)
     images = listing.image_paths
     people = list_people(root)
     person_of = {p: name for name, paths in people.items() for p in paths}
-    facts, image_issues = inspect_images(images + list(person_of), workers=workers, progress=progress)
+    # people/ crops of one person look alike by design: only the dataset's images are measured
+    facts, image_issues = inspect_images(images + list(person_of), workers=workers, progress=progress,
+                                         measure=images if (distance is not None or quality is not None) else ())
     report.issues.extend(image_issues)
 
     claimed: dict[Path, list[tuple[Path, str]]] = {}  # JSON -> the images paired with it (a.jpg, a.png)
@@ -392,6 +430,7 @@ def _validate_labelme(root: Path, report: Report, *, labels, min_face, fix, imba
     for jp in listing.orphan_jsons:
         _check_orphan_json(jp, report)
     _check_duplicates(facts.values(), report, person_of=person_of)
+    _check_health(facts, report, distance=distance, quality=quality)
     if people:
         _check_people(root, people, facts, report, imbalance=imbalance)
 
@@ -410,7 +449,8 @@ def _reader(fmt: str):
     return module.read
 
 
-def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_face, workers, progress) -> None:
+def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_face, workers, progress,
+                      distance, quality) -> None:
     """The image and box checks for a dataset in another format, read through its module's `read`."""
     read = _reader(fmt)
     read_issues: list[Issue] = []
@@ -422,7 +462,8 @@ def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_fac
         raise DatatoolError(f"{src}: cannot read as {fmt} ({type(e).__name__}: {e})") from e
     report.issues.extend(read_issues)
     paths = list(dict.fromkeys(Path(s.image_path) for s in samples))
-    facts, image_issues = inspect_images(paths, workers=workers, progress=progress)
+    facts, image_issues = inspect_images(paths, workers=workers, progress=progress,
+                                         measure=paths if (distance is not None or quality is not None) else ())
     report.issues.extend(image_issues)
     faces = negatives = 0
     for s in samples:
@@ -458,6 +499,7 @@ def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_fac
         elif s.is_negative:
             report.issues.append(Issue("info", name, where, "negative: labeled with no face", "negative"))
     _check_duplicates(facts.values(), report, person_of={})
+    _check_health(facts, report, distance=distance, quality=quality)
     report.samples = list(samples)
     report.counts.update(images=len(paths), labeled=sum(s.labeled for s in samples), negatives=negatives,
                          unlabeled=sum(not s.labeled for s in samples), faces=faces,
@@ -469,7 +511,9 @@ def _validate_samples(src: Path, report: Report, *, fmt, images, labels, min_fac
 
 def validate(root: Path, *, format: str = "labelme", images: Path | None = None,
              labels: Iterable[str] | None = None, min_face: float = DEFAULT_MIN_FACE, fix: bool = False,
-             imbalance: float = DEFAULT_IMBALANCE, workers: int | None = None, progress: bool = False) -> Report:
+             imbalance: float = DEFAULT_IMBALANCE, workers: int | None = None, progress: bool = False,
+             near_dup_distance: int | None = DEFAULT_DISTANCE,
+             quality: QualityThresholds | None = QualityThresholds()) -> Report:
     """Check a dataset and return every issue found (never stops at the first).
 
     `root` is a dataset folder (labelme JSONs beside images, optional `people/NAME/`), or for another
@@ -477,9 +521,13 @@ def validate(root: Path, *, format: str = "labelme", images: Path | None = None,
     `labels`: the allowed box labels (None = any). `min_face`: faces narrower or shorter than this many
     pixels are warned about (0 = off). `fix`: apply the safe fixes described in the module docstring
     (labelme only). `imbalance`: warn when the largest person has more than this many times the crops
-    of the smallest.
+    of the smallest. `near_dup_distance`: images whose perceptual hashes differ in at most this many
+    bits are reported as near-duplicate clusters (None = off); `quality`: the image-quality warning
+    thresholds (None = off).
     """
     root = Path(root)
+    if near_dup_distance is not None:
+        check_distance(near_dup_distance)
     allowed = frozenset(l.strip() for l in labels if l.strip()) if labels is not None else None
     report = Report(root=root, format=format)
     if format == "labelme":
@@ -487,7 +535,7 @@ def validate(root: Path, *, format: str = "labelme", images: Path | None = None,
             raise DatatoolError("--images is for other formats (e.g. the WIDER images tree); a labelme dataset "
                                 "keeps its images beside the JSONs")
         _validate_labelme(root, report, labels=allowed, min_face=min_face, fix=fix, imbalance=imbalance,
-                          workers=workers, progress=progress)
+                          workers=workers, progress=progress, distance=near_dup_distance, quality=quality)
     else:
         if fix:
             raise DatatoolError(f"--fix edits labelme JSONs only; convert the {format} dataset first "
@@ -495,7 +543,7 @@ def validate(root: Path, *, format: str = "labelme", images: Path | None = None,
         if not root.exists():
             raise DatatoolError(f"{root}: not found")
         _validate_samples(root, report, fmt=format, images=images, labels=allowed, min_face=min_face,
-                          workers=workers, progress=progress)
+                          workers=workers, progress=progress, distance=near_dup_distance, quality=quality)
     where = str(images_dir(root)) if format == "labelme" else str(root)
     if not report.counts.get("images") and not report.people:
         report.issues.append(Issue("error", where, "", "no images found", "empty"))

@@ -53,6 +53,11 @@ step "6. Split into TFRecords: a capture session and every variant of an image s
 datatool split "$OUT/augmented" --out "$OUT/tfrecords" --group-by session --seed 0
 datatool inspect "$OUT/tfrecords" --grid "$OUT/report/tfrecords.png" --n 16
 
+step "6b. Dataset health: rank suspicious labels against a detector, then one HTML report"
+datatool audit "$OUT/dataset" --detector haar --json "$OUT/report/audit.json" --grid "$OUT/report/suspects.jpg"
+datatool report "$OUT/dataset" --tfdir "$OUT/tfrecords" --audit "$OUT/report/audit.json" \
+    --validation "$OUT/report/validate.json" --out "$OUT/report/health.html"
+
 step "7. Train the dense face detector (a score and a box per feature-map cell, then NMS)"
 # ImageNet weights need one download (Keras caches it): try for a few seconds, never hang.
 if [ "${DEMO_SMALL:-0}" = 1 ]; then

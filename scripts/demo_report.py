@@ -113,6 +113,12 @@ def main(argv=None) -> int:
     recipe = aug.get("recipe") or {}
     add(f"- **augment**: recipe `{recipe.get('name')}` (sha256 {str(recipe.get('sha256'))[:12]}), "
         f"factor {fmt(aug.get('factor'))}, seed {fmt(aug.get('seed'))}: {fmt(ac.get('variants'))} variants + {fmt(ac.get('originals'))} originals")
+    audit = load(rep / "audit.json") or {}
+    if (rep / "health.html").is_file():
+        suspects = audit.get("suspects") or []
+        add(f"- **health**: [the dataset health report](health.html) (near duplicates, image quality, leaks "
+            f"across splits, label suspects); `audit --detector {audit.get('detector', '?')}` ranks "
+            f"{len(suspects)} suspect box{'es' if len(suspects) != 1 else ''} in {fmt(audit.get('images'))} images")
     add("- **split** (no group or capture session crosses splits):\n")
     add("| split | images | faces | negatives | groups |")
     add("|---|---|---|---|---|")
@@ -205,6 +211,7 @@ def to_html(markdown: str) -> str:
     def inline(s: str) -> str:
         s = html.escape(s)
         s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2" style="max-width:100%">', s)
+        s = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', s)
         s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
         return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
 

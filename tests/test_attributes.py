@@ -1,8 +1,8 @@
 """One labelme file, one set of box attributes, whichever stage reads it.
 
 A WIDER-style shape description (`blur=1 pose=0`) is decoded once, by the labelme parser, so
-convert and split (and every other consumer of `load_dataset`) see `{"blur": 1, "pose": 0}`,
-and the labelme writer puts the same words back.
+convert, augment and split (and every other consumer of `load_dataset`) see `{"blur": 1, "pose":
+0}`, and the labelme writer puts the same words back.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _attributes(samples):
     return [dict(b.attributes) for s in samples for b in s.boxes]
 
 
-def test_convert_and_split_see_the_same_attributes(described, tmp_path):
+def test_convert_augment_and_split_see_the_same_attributes(described, tmp_path):
     from datatool.convert import convert
     from datatool.dataset import load_dataset, read_labelme_folder
     from datatool.split import plan_split
@@ -46,6 +46,13 @@ def test_convert_and_split_see_the_same_attributes(described, tmp_path):
     assert _attributes(read_labelme_folder(out)) == [EXPECTED]
     written = json.loads((out / "images" / "a.json").read_text())
     assert written["shapes"][0]["description"] == "blur=1 pose=0"  # labelme users still see the words
+
+    # augment: every variant's box keeps them (the light recipe keeps the face in the frame)
+    from datatool.augment.run import augment_dataset
+
+    augment_dataset(described, out=tmp_path / "aug", factor=2, recipe="light", seed=0, workers=1)
+    variants = load_dataset(tmp_path / "aug").samples
+    assert len(variants) == 3 and _attributes(variants) == [EXPECTED] * 3
 
     # split: records hold no box attributes, so the samples it plans with are what it sees
     plan = plan_split(described, ratios=(1, 0, 0))

@@ -38,3 +38,6 @@ def test_demo_runs_end_to_end_and_reports_what_it_measured(tmp_path):
     assert (out / "run" / "curves.png").is_file() and (out / "run" / "model.keras").is_file()
     assert "Trained from scratch" in report  # no ImageNet weights here, and the report says so
     assert (out / "report" / "report.html").read_text().count("<img") >= 7
+    # the dataset health page (audit + report) is written and the demo report links it
+    assert (out / "report" / "health.html").is_file() and (out / "report" / "audit.json").is_file()
+    assert '<a href="health.html">' in (out / "report" / "report.html").read_text()

@@ -508,3 +508,33 @@ def test_the_export_part_converts_to_tflite_with_builtin_ops_and_agrees(model, t
     np.testing.assert_allclose(got["box"], want["box"], atol=1e-4)
     kept = want["scores"][0] > 0
     np.testing.assert_allclose(got["scores"][0][kept], want["scores"][0][kept], atol=1e-4)
+
+
+def test_two_hundred_faces_each_train_and_fit_in_the_outputs():
+    from trainer.dense import MAX_DETECTIONS, DenseGrid
+
+    # a 224 px input (28 x 28 and 14 x 14 cells) with 20 x 10 faces of 8 px, 11.2 px apart
+    grid = DenseGrid(image_size=224, sizes=[(28, 28), (14, 14)])
+    boxes = [(11.2 * c + 1.6, 22.4 * r + 7.2, 11.2 * c + 9.6, 22.4 * r + 15.2) for r in range(10) for c in range(20)]
+    t = _encode(boxes, grid)
+    targets = t[t[:, 0] == 1, 1:]
+    norm = np.asarray(boxes, np.float32) / 224
+    assert all(np.isclose(targets, b, atol=1e-6).all(axis=1).any() for b in norm)  # every face trains
+    assert MAX_DETECTIONS >= len(boxes)  # and all of them fit in the K outputs
+
+
+@pytest.mark.parametrize("size", [64, 120])  # 120: 15 x 15 and 8 x 8 cells, the upsampled map is cropped
+def test_a_call_without_training_is_inference_as_in_every_export(size):
+    # a layer that records `training=True` in its node (keras.layers.Resizing does) would put the
+    # BatchNorms after it in training mode whenever `training` is not passed: SavedModel, TFLite
+    # and ONNX exports call the model that way
+    from trainer.dense import build_dense_detector, export_model
+
+    model = build_dense_detector(backbone="mobilenetv2", image_size=size, alpha=0.35, weights="none")
+    for layer in model.get_layer("head").layers:  # moving statistics far from a batch's own
+        if layer.name.endswith("_bn0"):
+            layer.moving_mean.assign(layer.moving_mean + 5.0)
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    part = export_model(model)
+    np.testing.assert_allclose(np.asarray(part(x)["scores"]), np.asarray(part(x, training=False)["scores"]),
+                               atol=1e-6)

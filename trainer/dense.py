@@ -57,8 +57,9 @@ from itertools import accumulate
 import keras
 from keras import ops
 
-from .models import ModelError, preprocess_layers
-from .weights import BACKBONES, build_backbone
+from datatool.core.errors import DatatoolError
+
+from .weights import BACKBONES, WeightsError, build_backbone, preprocess_layers
 
 # (stride 8, stride 16) tap layers per backbone
 TAPS = {
@@ -68,7 +69,7 @@ TAPS = {
 LEVEL_LIMITS = (64.0,)      # px: a box whose larger side is under 64 px trains at stride 8
 CENTER_RADIUS = 1.5         # cells, FCOS's centre sampling
 MAX_LOG_DISTANCE = 8.0      # raw distances are clipped before exp: e^8 cells is beyond any image
-MAX_DETECTIONS = 100
+MAX_DETECTIONS = 300  # K: a group photo of 200 faces still lists every face
 IOU_THRESHOLD = 0.45
 SCORE_THRESHOLD = 0.01
 PRIOR = 0.01                # initial face probability of every cell (RetinaFace / FCOS bias init)
@@ -135,7 +136,7 @@ def grid_of(model) -> DenseGrid:
     try:
         layer = model.get_layer("decode")
     except ValueError as e:
-        raise ModelError(f"model {model.name!r} is not a dense detector (no 'decode' layer)") from e
+        raise DatatoolError(f"model {model.name!r} is not a dense detector (no 'decode' layer)") from e
     return DenseGrid(**layer.grid)
 
 
@@ -202,7 +203,7 @@ def build_dense_backbone(backbone: str, *, image_size: int, alpha: float = 1.0, 
     above them are dropped.
     """
     if backbone not in BACKBONES:
-        raise ModelError(f"--backbone: unknown backbone {backbone!r} (expected one of {', '.join(BACKBONES)})")
+        raise WeightsError(f"--backbone: unknown backbone {backbone!r} (expected one of {', '.join(BACKBONES)})")
     full = build_backbone(backbone, image_size=image_size, alpha=alpha, weights=weights)
     if str(weights).lower() == "none":
         # Keras' MobileNetV2 keeps BatchNorm statistics with momentum 0.999: after a short fit
@@ -219,7 +220,7 @@ def build_dense_head(feature_shapes, *, channels: int = 64, depth: int = 2):
     """`head`: the tap maps `[(h8, w8, c8), (h16, w16, c16)]` -> raw per-cell outputs `(N, 5)`:
     `[face logit, l, t, r, b]` with the distances as logs of cells (see `DenseDecode`).
 
-    Per level: a 1x1 lateral convolution to `channels`, the coarser level resized (nearest) and
+    Per level: a 1x1 lateral convolution to `channels`, the coarser level upsampled (nearest) and
     added (top-down), then `depth` separable 3x3 convolutions (BatchNorm, ReLU) and two 1x1
     outputs. The logit's bias starts at the prior `PRIOR` so the focal loss starts small.
     """
@@ -227,7 +228,14 @@ def build_dense_head(feature_shapes, *, channels: int = 64, depth: int = 2):
     lateral = [keras.layers.Conv2D(channels, 1, name=f"head_lateral{k}")(x) for k, x in enumerate(inputs)]
     for k in range(len(lateral) - 2, -1, -1):
         h, w = feature_shapes[k][0], feature_shapes[k][1]
-        up = keras.layers.Resizing(h, w, interpolation="nearest", name=f"head_up{k + 1}")(lateral[k + 1])
+        # x2 nearest, cropped to this level's size (a stride-2 map is ceil(h / 2) high). Not
+        # keras.layers.Resizing: as a preprocessing layer it saves `training=True` in its node,
+        # which then puts every later BatchNorm of a call without `training` (an export's) in
+        # training mode
+        up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"head_up{k + 1}")(lateral[k + 1])
+        extra = (2 * feature_shapes[k + 1][0] - h, 2 * feature_shapes[k + 1][1] - w)
+        if any(extra):
+            up = keras.layers.Cropping2D(((0, extra[0]), (0, extra[1])), name=f"head_crop{k + 1}")(up)
         lateral[k] = keras.layers.Add(name=f"head_merge{k}")([lateral[k], up])
     outs = []
     bias = -math.log((1 - PRIOR) / PRIOR)

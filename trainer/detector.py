@@ -95,7 +95,10 @@ class RunDetector(Detector):
 
         import keras
 
-        # compile=False: predicting needs no loss; the trainer's models use builtin layers only
+        from .models import register_custom_objects
+
+        register_custom_objects()  # the dense head's layers
+        # compile=False: predicting needs no loss
         try:
             self.model = keras.saving.load_model(model_path, compile=False)
         except Exception as e:  # Keras raises many kinds for a bad or foreign file

@@ -138,9 +138,9 @@ def plot_worst(metrics: dict, pred: dict, tfdir: Path, split: str, path: Path, *
             k += 1
         if len(drawn) == len(want):
             break
-    titles = [f"{Path(pred['ids'][k]).name}: {len(metrics['_matches'][k]['missed'])} missed, "
+    titles = [f"{Path(pred['ids'][k]).stem[:18]}: {len(metrics['_matches'][k]['missed'])} missed, "
               f"{len(metrics['_matches'][k]['false_alarms'])} false" for k in chosen]
-    save_rgb(path, contact_sheet([drawn[k] for k in chosen], titles=titles, cell=max(128, min(256, 2 * s)), cols=4))
+    save_rgb(path, contact_sheet([drawn[k] for k in chosen], titles=titles, cell=256, cols=4))
     return len(chosen)
 
 

@@ -53,7 +53,7 @@ def assemble_identity(backbone_model, head_model, *, backbone: str, image_size: 
     """The full recognizer from its parts (as `trainer.models.assemble` does for the detector)."""
     import keras
 
-    from .models import preprocess_layers
+    from .weights import preprocess_layers
 
     image = keras.Input((image_size, image_size, 3), name="image")
     x = preprocess_layers(backbone)(image)

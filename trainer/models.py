@@ -19,36 +19,15 @@ from pathlib import Path
 
 from datatool.core.errors import DatatoolError
 
-from .weights import BACKBONES, build_backbone
+from .weights import build_backbone, preprocess_layers
 
 # `--fine-tune-layers` default per backbone: Keras layers counted from the top of the backbone.
 # MobileNetV2: the last inverted-residual block (block_16) and Conv_1; VGG16: block 5's convolutions.
 DEFAULT_FINE_TUNE_LAYERS = {"mobilenetv2": 10, "vgg16": 4}
-VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 class ModelError(DatatoolError):
     """A run folder whose model cannot be loaded."""
-
-
-def preprocess_layers(backbone: str):
-    """Keras layers (builtin only, so the saved model needs no custom code) doing the backbone's
-    `preprocess_input` on float 0-255 RGB."""
-    import keras
-    import numpy as np
-
-    if backbone == "mobilenetv2":
-        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
-    if backbone == "vgg16":
-        # a frozen 1x1 convolution: channel swap RGB -> BGR, then minus the ImageNet mean
-        kernel = np.zeros((1, 1, 3, 3), np.float32)
-        for out_c, in_c in enumerate((2, 1, 0)):
-            kernel[0, 0, in_c, out_c] = 1.0
-        bias = -np.asarray(VGG_MEAN_BGR, np.float32)
-        return keras.layers.Conv2D(3, 1, name="preprocess", trainable=False,
-                                   kernel_initializer=keras.initializers.Constant(kernel),
-                                   bias_initializer=keras.initializers.Constant(bias))
-    raise ModelError(f"--backbone: unknown backbone {backbone!r} (expected one of {', '.join(BACKBONES)})")
 
 
 def build_head(feature_shape, *, hidden: int = 256, spatial_channels: int = 32, dropout: float = 0.2):
@@ -140,11 +119,18 @@ def read_config(run: Path) -> dict:
         raise ModelError(f"{path}: not valid JSON ({e})") from e
 
 
+def register_custom_objects() -> None:
+    """Import the modules whose Keras classes a saved run may name (the dense head's decoding and
+    NMS layers, the losses a compiled save refers to), so `load_model` finds them registered.
+    They are facekit's own registered classes: loading never runs code from the model file."""
+    from . import dense, losses  # noqa: F401
+
+
 def load_run(run: Path, *, which: str = "model"):
     """`(keras model, config dict)` of a run folder; `which` is 'model' (final) or 'best'."""
     import keras
 
-    from . import losses  # noqa: F401  (registers the custom objects a compiled save may name)
+    register_custom_objects()
 
     run = Path(run)
     config = read_config(run)

@@ -1,4 +1,5 @@
-"""Backbones and their starting weights: ImageNet (Keras' download and cache), none, or a local file.
+"""Backbones, their input scaling (`preprocess_layers`) and their starting weights: ImageNet
+(Keras' download and cache), none, or a local file.
 
 No silent fallback: when ImageNet weights cannot be fetched the fit stops and says what to do.
 """
@@ -78,3 +79,26 @@ def build_backbone(backbone: str, *, image_size: int, alpha: float = 1.0, weight
         raise WeightsError(f"--weights: {path}: cannot load into {backbone} (alpha {alpha}, "
                            f"{image_size} px): {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from e
     return model
+
+
+VGG_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def preprocess_layers(backbone: str):
+    """Keras layers (builtin only, so the saved model needs no custom code) doing the backbone's
+    `preprocess_input` on float 0-255 RGB."""
+    import keras
+    import numpy as np
+
+    if backbone == "mobilenetv2":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+    if backbone == "vgg16":
+        # a frozen 1x1 convolution: channel swap RGB -> BGR, then minus the ImageNet mean
+        kernel = np.zeros((1, 1, 3, 3), np.float32)
+        for out_c, in_c in enumerate((2, 1, 0)):
+            kernel[0, 0, in_c, out_c] = 1.0
+        bias = -np.asarray(VGG_MEAN_BGR, np.float32)
+        return keras.layers.Conv2D(3, 1, name="preprocess", trainable=False,
+                                   kernel_initializer=keras.initializers.Constant(kernel),
+                                   bias_initializer=keras.initializers.Constant(bias))
+    raise WeightsError(f"--backbone: unknown backbone {backbone!r} (expected one of {', '.join(BACKBONES)})")

@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "capture",
     "convert",
     "crop",
+    "health",
     "split",
     "validate",
 ]

@@ -136,20 +136,33 @@ def _prelabel_summary(result) -> None:
 @click.option("--labels", default="face", show_default=True, metavar="L1,L2", help="Label list shown in labelme.")
 @detector_option(default=None)
 @click.option("--dry-run", is_flag=True, help="Print the labelme command instead of running it.")
-def label(dataset, labels, detector, dry_run):
+@click.option("--only-suspects", "only_suspects", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="AUDIT.json", help="Open only the images a `datatool audit --json` file lists.")
+def label(dataset, labels, detector, dry_run, only_suspects):
     """Open DATASET/images in labelme, annotations saved beside the images.
 
     With --detector, images without a JSON are prelabelled first, so you only correct boxes.
-    labelme auto-saves when you move to the next image (D / A keys).
+    labelme auto-saves when you move to the next image (D / A keys). With --only-suspects, labelme
+    shows just the audit's suspect images (through links in images/.facekit-suspects/; saving
+    writes the dataset's own JSONs).
 
     \b
     Example:
       datatool label datasets/me --detector haar
       datatool label datasets/me --dry-run
+      datatool label datasets/me --only-suspects audit.json
     """
     from ..label import format_command, labelme_command, prelabel as run_prelabel, run_labelme
 
-    cmd = labelme_command(dataset, labels=labels)
+    target = dataset
+    if only_suspects is not None:
+        from ..label import suspects_folder
+
+        target, linked, missing = suspects_folder(dataset, only_suspects)
+        for m in missing:
+            click.secho(f"skipped suspect (not in this dataset any more): {m}", fg="yellow", err=True)
+        click.echo(f"{linked} suspect image(s) linked in {target}", err=True)
+    cmd = labelme_command(target, labels=labels)
     if dry_run:
         if detector:
             click.echo(f"# would first run: datatool prelabel {dataset} --detector {detector} --labels {labels}")
@@ -164,7 +177,7 @@ def label(dataset, labels, detector, dry_run):
         if result.interrupted:
             raise SystemExit(130)
     click.echo(f"Starting: {format_command(cmd)}", err=True)
-    code = run_labelme(dataset, labels=labels)
+    code = run_labelme(target, labels=labels)
     from ..dataset import load_dataset
 
     ds = load_dataset(dataset, read_sizes=False)

@@ -8,6 +8,7 @@ import click
 
 from . import cli
 from ._common import OVERWRITE, print_issue_table
+from .health import near_dup_option
 
 
 def _shards(_ctx, _param, value: str) -> str | int:
@@ -36,8 +37,14 @@ def _shards(_ctx, _param, value: str) -> str | int:
 @click.option("--task", type=click.Choice(["detection", "identity"]), default="detection", show_default=True,
               help="detection: images/ + labelme boxes; identity: people/NAME/*.jpg with a class label.")
 @click.option("--workers", type=int, default=None, help="Threads preparing images (default: CPU count, max 8).")
+@click.option("--group-near-duplicates", is_flag=True,
+              help="Merge groups (or sessions) holding near-duplicate images into one unit first, so two "
+                   "captures of one scene never straddle splits (decodes every image; off by default so "
+                   "existing splits stay the same).")
+@near_dup_option
 @OVERWRITE
-def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, workers, overwrite):
+def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, workers, group_near_duplicates,
+              near_dup_distance, overwrite):
     """Split DATASET into train/val/test TFRecords with no group crossing splits.
 
     Augmented variants stay in the split of their original (or, with --group-by session,
@@ -50,11 +57,13 @@ def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, work
       datatool split datasets/me-aug --out datasets/me-tf --ratios 0.7,0.15,0.15 --seed 0
       datatool split datasets/me --out datasets/me-tf --group-by session --max-side 640
       datatool split datasets/friends --out datasets/friends-tf --task identity
+      datatool split datasets/me --out datasets/me-tf --group-near-duplicates
     """
     from ..split import split
 
     summary = split(dataset, out=out, ratios=ratios, seed=seed, group_by=group_by, shards=shards,
-                    max_side=max_side, task=task, overwrite=overwrite, workers=workers)
+                    max_side=max_side, task=task, overwrite=overwrite, workers=workers,
+                    group_near_duplicates=group_near_duplicates, near_dup_distance=near_dup_distance)
     identity = summary.task == "identity"
     third = "people" if identity else "faces  negatives"
     click.echo(f"{'split':<6} {'images':>7} {'groups':>7} {'shards':>6}  {third}")
@@ -67,6 +76,9 @@ def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, work
         print_issue_table(summary.excluded, limit=20)
     for w in summary.warnings:
         click.secho(f"warning: {w}", fg="yellow", err=True)
+    if summary.merged_units is not None:
+        click.echo(f"near-duplicate grouping: {summary.merged_units} unit(s) merged into others "
+                   f"(within {near_dup_distance} bits)")
     click.echo(f"\nwrote {out} ({summary.passthrough} JPEG(s) passed through, {summary.reencoded} re-encoded)")
 
 
@@ -78,11 +90,15 @@ def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, work
 @click.option("--seed", default=0, show_default=True, type=int, help="Which records the grid shows.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the report as JSON.")
-def inspect_cmd(tfdir, grid, n, seed, json_path):
+@near_dup_option
+@click.option("--strict", is_flag=True,
+              help="Also exit 1 when a val/test image is a near duplicate of a train image.")
+def inspect_cmd(tfdir, grid, n, seed, json_path, near_dup_distance, strict):
     """Read TFDIR back exactly as the trainer will: counts per split, every record decoded.
 
     Exits 1 when a record does not parse or decode (reported by shard and index), or when a
-    group id shows up in two splits.
+    group id shows up in two splits. Lists every val/test record whose image is a near
+    duplicate of a train record (different groups and sessions too); --strict exits 1 on those.
 
     \b
     Example:
@@ -92,7 +108,7 @@ def inspect_cmd(tfdir, grid, n, seed, json_path):
     from ..core.fsutil import write_json_atomic
     from ..inspect import draw_tfrecord_grid, inspect_tfrecords
 
-    report = inspect_tfrecords(tfdir)
+    report = inspect_tfrecords(tfdir, near_dup_distance=near_dup_distance)
     click.echo(f"{'split':<6} {'records':>8} {'faces':>7} {'negatives':>9} {'groups':>7} {'shards':>6}  identities")
     for name, c in report.splits.items():
         ids = ", ".join(f"{k}: {v}" for k, v in sorted(c.identities.items())) or "-"
@@ -106,13 +122,22 @@ def inspect_cmd(tfdir, grid, n, seed, json_path):
         click.secho(f"leak: group {group[:16]}... is in {', '.join(splits)}", fg="red")
     for sid in report.duplicate_ids[:20]:
         click.secho(f"duplicate image/source_id: {sid}", fg="red")
+    leaks = report.near_duplicate_leaks
+    for lk in leaks[:20]:
+        click.secho(f"near-duplicate leak: {lk.split} {lk.key} is {lk.distance} bits from train {lk.train_key}",
+                    fg="red" if strict else "yellow")
+    if len(leaks) > 20:
+        click.echo(f"... and {len(leaks) - 20} more near-duplicate leaks (--json lists them all)")
+    if leaks:
+        click.echo(f"{len(leaks)} val/test record(s) are near duplicates of train records "
+                   f"(within {near_dup_distance} bits); `datatool split --group-near-duplicates` keeps them together")
     if json_path:
         write_json_atomic(json_path, report.to_dict())
         click.echo(f"wrote {json_path}")
     if grid:
         drawn = draw_tfrecord_grid(tfdir, grid, n=n, seed=seed)
         click.echo(f"wrote {grid} ({drawn} records)")
-    if not report.ok:
+    if not report.ok or (strict and leaks):
         raise click.exceptions.Exit(1)
     click.echo("all records decode")
 

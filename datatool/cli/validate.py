@@ -9,6 +9,7 @@ import click
 from ..dataset import FORMATS
 from . import cli
 from ._common import OVERWRITE, print_issue_table
+from .health import near_dup_option, quality_options
 
 FORMAT_CHOICES = list(FORMATS)
 PER_CODE = 5  # table rows per kind of issue before the rest are folded into one line
@@ -55,12 +56,17 @@ def _condense(issues, *, per_code: int):
 @click.option("--max-rows", type=click.IntRange(min=0), default=40, show_default=True,
               help="Show at most this many rows of the table (errors first); --json has them all.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Threads decoding images.")
+@near_dup_option
+@quality_options
+@click.option("--no-health", is_flag=True, help="Skip the image-quality and near-duplicate checks.")
 @OVERWRITE
-def validate(dataset, fmt, images, labels, min_face, fix, json_path, grid, max_rows, workers, overwrite):
+def validate(dataset, fmt, images, labels, min_face, fix, json_path, grid, max_rows, workers, near_dup_distance,
+             quality, no_health, overwrite):
     """Check a dataset and list every problem: unreadable or truncated images, bad or orphan JSONs,
     sizes that disagree with the image (EXIF rotation included), boxes outside the image, inverted or
-    empty boxes, unknown labels, duplicates, tiny faces, unlabeled images and negatives, and for
-    people/NAME/ crops the count per person and imbalance.
+    empty boxes, unknown labels, duplicates and near duplicates, tiny faces, unlabeled images and
+    negatives, blurry, dark, bright, low-information, oddly shaped or very small images (warnings,
+    with the measured value), and for people/NAME/ crops the count per person and imbalance.
 
     Prints a table and a summary line; exits with status 1 if any issue is an error.
 
@@ -81,7 +87,8 @@ def validate(dataset, fmt, images, labels, min_face, fix, json_path, grid, max_r
         raise click.BadParameter("give at least one label, e.g. --labels face", param_hint="--labels")
 
     report = run_validate(dataset, format=fmt, images=images, labels=allowed, min_face=min_face, fix=fix,
-                          workers=workers, progress=True)
+                          workers=workers, progress=True, near_dup_distance=None if no_health else near_dup_distance,
+                          quality=None if no_health else quality)
 
     base = dataset if dataset.is_dir() else dataset.parent
     rows = _condense(report.issues, per_code=PER_CODE)
