@@ -2,8 +2,8 @@
 weights, and trained runs that a later benchmark can reuse.
 
 A run is trained with `trainer.fit.fit` into `WORK/NAME` and reused when that folder holds a
-finished fit (`config.json` status "done") of the same records with the same settings; a
-`fit.json` beside it keeps the wall time of the fit that made it.
+finished fit of the same records with the same settings by the same trainer code (`fit.json`
+beside it records these and the wall time of the fit that made it).
 """
 
 from __future__ import annotations
@@ -57,6 +57,16 @@ def load_avg() -> str:
         return "n/a"
 
 
+def trainer_hash() -> str:
+    """sha256 of the trainer package's sources: a run made by other trainer code is not reused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "trainer").rglob("*.py")):
+        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def fit_run(tfdir: Path, run: Path, config, *, reuse: bool = True, log=print) -> tuple[Path, float, bool]:
     """`trainer.fit.fit(tfdir, run, config)`, or the finished run already there when it was made
     from the same records with the same settings. Returns `(run, fit wall seconds, reused)`."""
@@ -64,7 +74,7 @@ def fit_run(tfdir: Path, run: Path, config, *, reuse: bool = True, log=print) ->
     from trainer.fit import fit
 
     run = Path(run)
-    wanted = {"fit": dataclasses.asdict(config), "record_sha256": record_hash(tfdir)}
+    wanted = {"fit": dataclasses.asdict(config), "record_sha256": record_hash(tfdir), "trainer": trainer_hash()}
     stamp = run / "fit.json"
     if reuse and stamp.is_file() and (run / "model.keras").is_file():
         saved = json.loads(stamp.read_text())
