@@ -155,8 +155,10 @@ def export_all(run: Path, *, overwrite: bool) -> dict:
     folder = run / "bench_exports"
     paths = {"tflite float": folder / "model.tflite", "tflite int8": folder / "model_int8.tflite",
              "onnx": folder / "model.onnx"}
+    made = (run / "model.keras").stat().st_mtime
     for kind, path in paths.items():
-        if overwrite or not path.is_file():
+        # an export older than the model is of an earlier fit into the same folder
+        if overwrite or not path.is_file() or path.stat().st_mtime < made:
             export(run, fmt=kind.split()[0], quantize=kind.endswith("int8"), out=path, overwrite=True)
     return paths
 
