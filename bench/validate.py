@@ -6,7 +6,10 @@ Generates JPEGs with a labelme JSON each, then times on the same files:
 
 - bare: the loop one would write by hand - json.load each JSON, PIL-decode each image in full
   and compare its size with imageWidth/imageHeight; no EXIF, no hashing, no box checks;
-- validate() with 1 decoding thread and with --workers (default: all cores, at most 4).
+- validate() with 1 decoding thread and with --workers (default: all cores, at most 4), with its
+  image-health checks (perceptual hash and quality measures: a second, reduced decode per image,
+  work the bare loop does not do) and without them (`--no-health`: the checks the bare loop
+  stands for).
 
 Prints images/s and the ratios to the bare loop. Each figure is the best of --repeat runs
 (the machine may be shared).
@@ -82,11 +85,13 @@ def main() -> None:
         root = Path(tmp) / "ds"
         make_dataset(root, args.images, width, height)
         rows = [("bare loop (json + full decode)", best(lambda: bare(root), args.repeat))]
-        for w in sorted({1, args.workers}):
-            report = validate(root, workers=w)
-            assert not report.has_errors, [str(i) for i in report.issues]
-            rows.append((f"validate, {w} thread{'s' if w > 1 else ''}",
-                         best(lambda: validate(root, workers=w), args.repeat)))
+        for health in (False, True):
+            options = {} if health else {"near_dup_distance": None, "quality": None}
+            for w in sorted({1, args.workers}):
+                report = validate(root, workers=w, **options)
+                assert not report.has_errors, [str(i) for i in report.issues]
+                rows.append((f"validate{'' if health else ' --no-health'}, {w} thread{'s' if w > 1 else ''}",
+                             best(lambda: validate(root, workers=w, **options), args.repeat)))
     base = rows[0][1]
     print(f"{args.images} images {width}x{height}, best of {args.repeat}, {os.cpu_count()} cores")
     for name, secs in rows:

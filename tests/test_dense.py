@@ -508,8 +508,15 @@ def test_the_export_part_converts_to_tflite_with_builtin_ops_and_agrees(model, t
     got = postprocess(raw["scores"], raw["boxes"], **postprocess_config(model))
     np.testing.assert_allclose(got["presence"], want["presence"], atol=1e-4)
     np.testing.assert_allclose(got["box"], want["box"], atol=1e-4)
-    kept = want["scores"][0] > 0
-    np.testing.assert_allclose(got["scores"][0][kept], want["scores"][0][kept], atol=1e-4)
+    # per cell, the same numbers as Keras
+    keras_raw = part(images, training=False)
+    np.testing.assert_allclose(raw["scores"], np.asarray(keras_raw["scores"]), atol=1e-4)
+    np.testing.assert_allclose(raw["boxes"], np.asarray(keras_raw["boxes"]), atol=1e-4)
+    # after NMS, the same faces (best first), but for cells within float noise of the score threshold,
+    # which an untrained model has plenty of
+    clear = int(np.sum(want["scores"][0] > postprocess_config(model)["score_threshold"] + 1e-3))
+    np.testing.assert_allclose(got["scores"][0][:clear], want["scores"][0][:clear], atol=1e-4)
+    np.testing.assert_allclose(got["boxes"][0][:clear], want["boxes"][0][:clear], atol=1e-4)
 
 
 def test_two_hundred_faces_each_train_and_fit_in_the_outputs():
@@ -530,12 +537,14 @@ def test_a_call_without_training_is_inference_as_in_every_export(size):
     # a layer that records `training=True` in its node (keras.layers.Resizing does) would put the
     # BatchNorms after it in training mode whenever `training` is not passed: SavedModel, TFLite
     # and ONNX exports call the model that way
+    import keras
+
     from trainer.dense import build_dense_detector, export_model
 
     model = build_dense_detector(backbone="mobilenetv2", image_size=size, alpha=0.35, weights="none")
-    for layer in model.get_layer("head").layers:  # moving statistics far from a batch's own
-        if layer.name.endswith("_bn0"):
-            layer.moving_mean.assign(layer.moving_mean + 5.0)
+    for layer in model.get_layer("backbone").layers:  # moving statistics far from a batch's own
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(layer.moving_mean + 0.5)
     x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
     part = export_model(model)
     np.testing.assert_allclose(np.asarray(part(x)["scores"]), np.asarray(part(x, training=False)["scores"]),
