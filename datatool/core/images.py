@@ -273,3 +273,66 @@ def encode_jpeg(rgb, quality: int = 95) -> bytes:
     if not ok:
         raise ImageError("JPEG encoding failed")
     return buf.tobytes()
+
+
+# --- grayscale decoding at a reduced scale (quality measures and perceptual hashes) ----------
+
+REDUCED = {1: None, 2: "IMREAD_REDUCED_GRAYSCALE_2", 4: "IMREAD_REDUCED_GRAYSCALE_4", 8: "IMREAD_REDUCED_GRAYSCALE_8"}
+MEASURE_SIDE = 256  # long side the quality measures and the perceptual hash work at
+
+
+def reduction_for(width: int, height: int, *, side: int = MEASURE_SIDE) -> int:
+    """The largest decode reduction (1, 2, 4 or 8) that keeps the long side at `side` px or more:
+    a JPEG decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) costs less than in full."""
+    best = 1
+    for f in (2, 4, 8):
+        if max(width, height) / f >= side:
+            best = f
+    return best
+
+
+def _source_bytes(source, name: str | None) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name or "<bytes>"
+    path = Path(source)
+    name = name or str(path)
+    try:
+        return path.read_bytes(), name
+    except FileNotFoundError as e:
+        raise ImageError(path=name, reason="image not found") from e
+    except OSError as e:
+        raise ImageError(path=name, reason=f"cannot read image ({e.strerror or e})") from e
+
+
+def decode_gray(source, *, name: str | None = None, reduce: int = 1):
+    """A grayscale uint8 array of an image file (or its bytes, named `name` in errors) as
+    displayed, at 1/`reduce` scale (1, 2, 4 or 8); `ImageError` naming the file if it is missing,
+    corrupt or truncated."""
+    import cv2
+    import numpy as np
+
+    data, name = _source_bytes(source, name)
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0\r\n ")[-2:] == b"\xff\xd9":
+        raise ImageError(path=name, reason="truncated JPEG (no end-of-image marker)")
+    flag = getattr(cv2, REDUCED[reduce]) if REDUCED.get(reduce) else cv2.IMREAD_GRAYSCALE
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
+    if gray is None:
+        raise ImageError(path=name, reason="corrupt or unsupported image")
+    return gray
+
+
+def decode_gray_reduced(source, *, name: str | None = None, side: int = MEASURE_SIDE):
+    """`(gray, real size or None)`: the header (`probe`: size as displayed, and the pixel-count
+    guard) picks a reduced decode (`reduction_for`) when the image is large enough and the decoded
+    shape confirms it; else the full image (size None: the array's own)."""
+    import math
+
+    data, name = _source_bytes(source, name)
+    p = probe(data, name=name)
+    w, h = p.width, p.height
+    f = reduction_for(w, h, side=side)
+    if f > 1:
+        gray = decode_gray(data, reduce=f, name=name)
+        if gray.shape[:2] == (math.ceil(h / f), math.ceil(w / f)):
+            return gray, (int(w), int(h))
+    return decode_gray(data, name=name), None

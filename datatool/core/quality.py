@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import DatatoolError, ImageError
+from .images import MEASURE_SIDE, decode_gray, decode_gray_reduced, reduction_for  # noqa: F401  (decode_gray, reduction_for: this module's decode, for tests)
 from .issues import Issue
 
-BLUR_SIDE = 256  # = neardup.HASH_SHRINK, so one shrunk copy serves both
+BLUR_SIDE = MEASURE_SIDE  # = neardup.HASH_SHRINK, so one shrunk copy serves both
 COLUMNS = ("width", "height", "aspect", "blur", "mean", "p5", "p95", "entropy", "phash")
 
 
@@ -76,50 +77,6 @@ class QualityThresholds:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-REDUCED = {1: None, 2: "IMREAD_REDUCED_GRAYSCALE_2", 4: "IMREAD_REDUCED_GRAYSCALE_4", 8: "IMREAD_REDUCED_GRAYSCALE_8"}
-
-
-def reduction_for(width: int, height: int) -> int:
-    """The largest decode reduction (1, 2, 4 or 8) that keeps the long side at `BLUR_SIDE` px or
-    more: everything but the histogram is measured at that size anyway, and a JPEG decoded at
-    1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) costs less than in full."""
-    best = 1
-    for f in (2, 4, 8):
-        if max(width, height) / f >= BLUR_SIDE:
-            best = f
-    return best
-
-
-def _read(source: Path | bytes, name: str | None) -> tuple[bytes, str]:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), name or "<bytes>"
-    path = Path(source)
-    name = name or str(path)
-    try:
-        return path.read_bytes(), name
-    except FileNotFoundError as e:
-        raise ImageError(path=name, reason="image not found") from e
-    except OSError as e:
-        raise ImageError(path=name, reason=f"cannot read image ({e.strerror or e})") from e
-
-
-def decode_gray(source: Path | bytes, *, name: str | None = None, reduce: int = 1):
-    """A grayscale uint8 array of an image file (or its bytes, named `name` in errors) as
-    displayed, at 1/`reduce` scale (1, 2, 4 or 8); `ImageError` naming the file if it is missing,
-    corrupt or truncated."""
-    import cv2
-    import numpy as np
-
-    data, name = _read(source, name)
-    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0\r\n ")[-2:] == b"\xff\xd9":
-        raise ImageError(path=name, reason="truncated JPEG (no end-of-image marker)")
-    flag = getattr(cv2, REDUCED[reduce]) if REDUCED.get(reduce) else cv2.IMREAD_GRAYSCALE
-    gray = cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None
-    if gray is None:
-        raise ImageError(path=name, reason="corrupt or unsupported image")
-    return gray
 
 
 def measure_gray(gray, *, size: tuple[int, int] | None = None) -> dict:
@@ -157,46 +114,10 @@ def measure_gray(gray, *, size: tuple[int, int] | None = None) -> dict:
     }
 
 
-def _decode_for_measures(source: Path | bytes, name: str | None = None):
-    """`(gray, real size or None)`: the header (`core.images.probe`: size as displayed, and the
-    pixel-count guard) picks a reduced decode (`reduction_for`) when the image is large enough and
-    the decoded shape confirms it; else the full image."""
-    from .images import probe
-
-    data, name = _read(source, name)
-    p = probe(data, name=name)
-    w, h = p.width, p.height
-    f = reduction_for(w, h)
-    if f > 1:
-        gray = decode_gray(data, reduce=f, name=name)
-        if gray.shape[:2] == (math.ceil(h / f), math.ceil(w / f)):
-            return gray, (int(w), int(h))
-    return decode_gray(data, name=name), None
-
-
-def phash_image(source: Path | bytes, *, name: str | None = None) -> int:
-    """The perceptual hash (`neardup.phash_gray`) of an image file or its bytes (`name` in errors):
-    the one hash every caller uses (validate's and split's near-duplicate checks, inspect's leak
-    check on TFRecord images), decoded as `measure` decodes, so `scan`'s `phash` column equals it
-    and a dataset's hashes compare with its records'. `ImageError` if it cannot be decoded.
-
-    The decode is reduced (`reduction_for`: 1/2, 1/4 or 1/8 while the long side stays >= 256 px);
-    the hash only needs a 32x32 thumbnail. Measured against a full decode (JPEG quality 90):
-    scikit-image's photos (384-2000 px) hash 0-2 bits apart at 1/2 (4 on brick at 512 px), 0-2 at
-    1/4 and 0-4 at 1/8; generated 640x480 and 1280x960 scenes 0 bits at every scale - well inside
-    `DEFAULT_DISTANCE` (8). A larger reduction saves little: on 640x480 webcam-like JPEGs, decoding
-    at 1/2, 1/4, 1/8 costs 0.73, 0.71, 0.62 ms against 0.81 ms in full (Huffman decoding, which no
-    scale skips, dominates), so the scale `measure` needs for blur serves the hash too.
-    """
-    from .neardup import phash_gray
-
-    return phash_gray(_decode_for_measures(source, name)[0])
-
-
 def measure(source: Path | bytes, *, name: str | None = None) -> dict:
     """Decode one image file (or its bytes, `name` in errors) in grayscale, at a reduced scale when
     it is large (`reduction_for`), and measure it; `ImageError` if it cannot be decoded."""
-    gray, size = _decode_for_measures(source, name)
+    gray, size = decode_gray_reduced(source, name=name, side=BLUR_SIDE)
     return measure_gray(gray, size=size)
 
 
@@ -289,6 +210,8 @@ def hash_images(paths: Iterable[Path], *, data: Iterable[bytes | None] | None = 
     `data`: each file's bytes when already read (None where not), so they are not read again.
     Files that do not decode are error `Issue`s (code `bad-image`) and left out."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from .neardup import phash_image
 
     paths = [Path(p) for p in paths]
     blobs = list(data) if data is not None else [None] * len(paths)
