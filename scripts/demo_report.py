@@ -174,7 +174,7 @@ def main(argv=None) -> int:
                 f"{fmt(f.get('false_alarms'))} | {fmt(m.get('ap50'))} | {fmt(m.get('ap50_95'))} | "
                 f"{fmt(m.get('ap50_small'))} / {fmt(m.get('ap50_medium'))} / {fmt(m.get('ap50_large'))} | "
                 f"{fmt(p.get('auc'))} |")
-        add("\nSizes are COCO's area ranges in the model's input pixels (small < 32², large > 96²); n/a: no face "
+        add("\nSizes are COCO's area ranges in the model's input pixels (small < 32², large > 96²); -: no face "
             "of that size.\n")
         for m in (test_m, held_m):
             if m.get("note"):

@@ -6,6 +6,7 @@ offline machine learns it in seconds instead of hanging.
 """
 
 import argparse
+import contextlib
 import socket
 import sys
 
@@ -21,8 +22,9 @@ def main() -> int:
     tfquiet.install()
     from trainer.weights import build_backbone
 
-    try:
-        build_backbone("mobilenetv2", image_size=args.image_size, alpha=args.alpha, weights="imagenet")
+    try:  # Keras reports its download on stdout: keep stdout for the one-line answer
+        with contextlib.redirect_stdout(sys.stderr):
+            build_backbone("mobilenetv2", image_size=args.image_size, alpha=args.alpha, weights="imagenet")
     except Exception as e:  # WeightsError says why; keep its first sentence
         print(str(e).split(". Without internet")[0].replace("\n", " "))
         return 1
