@@ -230,9 +230,7 @@ def main(argv=None):
                         + ("equal" if goal["ap50"] is not None and goal["ap50"] >= 1.0 else "below it"))
         print(f"goal: its AP@0.5 above Haar's: {runs.fmt(goal['ap50'])} vs {runs.fmt(haar['ap50'])} ({verdict})")
     print(f"load average {runs.load_avg()}; wall {time.perf_counter() - t_start:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
-                                        indent=2, default=str) + "\n")
+    runs.write_rows(args.json, args, rows)
     return rows
 
 

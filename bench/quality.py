@@ -120,9 +120,7 @@ def main(argv=None):
     done = ", ".join(f"{r['name']} {r['epochs_run']}" for r in rows)
     print(f"epochs run (early stopping may stop sooner): {done}; "
           f"load average now {runs.load_avg()}; wall {time.perf_counter() - t0:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
-                                        indent=2, default=str) + "\n")
+    runs.write_rows(args.json, args, rows)
     return rows
 
 

@@ -99,3 +99,10 @@ def imagenet_config(image_size: int, weights: Path, *, epochs: int, fine_tune_ep
 
 def fmt(v, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def write_rows(path: Path | None, args, rows: list[dict]) -> None:
+    """`--json PATH`: the options and the printed rows as JSON (nothing without a path)."""
+    if path:
+        Path(path).write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows},
+                                         indent=2, default=str) + "\n")
