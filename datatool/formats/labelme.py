@@ -327,9 +327,24 @@ def to_labelme_dict(sample: Sample, json_path: Path, *, image_data: str | None =
     return data
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def dumps_labelme(sample: Sample, json_path: Path) -> str:
-    """Serialized JSON text, deterministic for the same sample (used for byte-identical outputs)."""
-    return json.dumps(to_labelme_dict(sample, json_path), indent=2, ensure_ascii=False) + "\n"
+    """Serialized JSON text, deterministic for the same sample (used for byte-identical outputs).
+
+    One top-level field per line and one shape per line: as easy to read and diff as labelme's
+    own `indent=2`, but every value goes through json's C encoder (with `indent` set, json falls
+    back to its pure-Python encoder, which cost augment 7% of its time)."""
+    data = to_labelme_dict(sample, json_path)
+    lines = []
+    for key, value in data.items():
+        if key == "shapes" and value:
+            inner = ",\n".join(f"    {_ENCODE(shape)}" for shape in value)
+            lines.append(f'  "shapes": [\n{inner}\n  ]')
+        else:
+            lines.append(f"  {_ENCODE(key)}: {_ENCODE(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def write_labelme(sample: Sample, json_path: Path, *, overwrite: bool = False) -> Path:
