@@ -167,7 +167,20 @@ def inspect_images(paths: Sequence[Path], *, workers: int | None = None, progres
     finally:
         if pool is not None:  # on Ctrl-C, drop the queued images instead of decoding them all before exiting
             pool.shutdown(wait=True, cancel_futures=True)
+    _remember_hashes(facts.values())
     return facts, issues
+
+
+def _remember_hashes(facts) -> None:
+    """Keep the perceptual hashes just measured (`core.hashcache`): a later `split
+    --group-near-duplicates` or `report` over the same images then decodes none of them."""
+    from .core.hashcache import HashCache
+    from .core.neardup import HASH_VERSION
+
+    hashes = {f.sha256: f.measures["phash"] for f in facts if f.measures}
+    if hashes:
+        with HashCache(HASH_VERSION) as cache:
+            cache.put_many(hashes)
 
 
 # --------------------------------------------------------------------------- labelme checks

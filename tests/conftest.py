@@ -12,6 +12,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+if "FACEKIT_CACHE_DIR" not in os.environ:  # the hash cache: one per test run, never the user's
+    import tempfile
+
+    os.environ["FACEKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="facekit-test-cache-")
 
 from pathlib import Path  # noqa: E402
 

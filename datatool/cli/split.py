@@ -39,7 +39,8 @@ def _shards(_ctx, _param, value: str) -> str | int:
 @click.option("--workers", type=int, default=None, help="Threads preparing images (default: CPU count, max 8).")
 @click.option("--group-near-duplicates", is_flag=True,
               help="Merge groups (or sessions) holding near-duplicate images into one unit first, so two "
-                   "captures of one scene never straddle splits (decodes every image; off by default so "
+                   "captures of one scene never straddle splits (decodes each image whose hash is not cached "
+                   "yet - validate caches them; off by default so "
                    "existing splits stay the same).")
 @near_dup_option
 @OVERWRITE

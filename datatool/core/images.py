@@ -291,17 +291,22 @@ def reduction_for(width: int, height: int, *, side: int = MEASURE_SIDE) -> int:
     return best
 
 
-def _source_bytes(source, name: str | None) -> tuple[bytes, str]:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), name or "<bytes>"
-    path = Path(source)
+def read_image_bytes(path, *, name: str | None = None) -> bytes:
+    """An image file's bytes; `ImageError` naming it when it is missing or unreadable."""
     name = name or str(path)
     try:
-        return path.read_bytes(), name
+        return Path(path).read_bytes()
     except FileNotFoundError as e:
         raise ImageError(path=name, reason="image not found") from e
     except OSError as e:
         raise ImageError(path=name, reason=f"cannot read image ({e.strerror or e})") from e
+
+
+def _source_bytes(source, name: str | None) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), name or "<bytes>"
+    name = name or str(source)
+    return read_image_bytes(source, name=name), name
 
 
 def decode_gray(source, *, name: str | None = None, reduce: int = 1):

@@ -28,6 +28,7 @@ from typing import Iterable, Mapping, Sequence
 from .errors import DatatoolError
 
 HASH_BITS = 64
+HASH_VERSION = "phash-1"  # bump when decoding or hashing changes: `core.hashcache` keys on it
 DEFAULT_DISTANCE = 8
 MAX_DISTANCE = 16  # beyond this, unrelated photos start to match by chance (32 +- 4 bits apart)
 

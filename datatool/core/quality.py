@@ -208,28 +208,57 @@ def hash_images(paths: Iterable[Path], *, data: Iterable[bytes | None] | None = 
     """`({file path: phash}, issues)` for every image (`phash_image`), decoded in threads; only the
     perceptual hash (for near-duplicate grouping when the quality measures are not wanted).
     `data`: each file's bytes when already read (None where not), so they are not read again.
-    Files that do not decode are error `Issue`s (code `bad-image`) and left out."""
+    Files that do not decode are error `Issue`s (code `bad-image`) and left out.
+
+    Hashes are looked up first in the persistent cache (`core.hashcache`, keyed by the sha256 of
+    the bytes, which costs a twentieth of a decode); only the images it does not know are decoded,
+    and their hashes are added to it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .neardup import phash_image
+    from .hashcache import HashCache
+    from .images import read_image_bytes, sha256_bytes
+    from .neardup import HASH_VERSION, phash_image
 
     paths = [Path(p) for p in paths]
     blobs = list(data) if data is not None else [None] * len(paths)
     if len(blobs) != len(paths):
         raise ValueError("hash_images: data must hold one entry per path")
 
+    def read(job):
+        p, blob = job
+        try:
+            blob = read_image_bytes(p) if blob is None else blob
+        except ImageError as e:
+            return None, None, Issue.from_error(e, code="bad-image", file=p)
+        return blob, sha256_bytes(blob), None
+
     def one(job):
         p, blob = job
         try:
-            return phash_image(p if blob is None else blob, name=str(p)), None
+            return phash_image(blob, name=str(p)), None
         except ImageError as e:
             return None, Issue.from_error(e, code="bad-image", file=p)
 
     hashes, issues = {}, []
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        for p, (h, issue) in zip(paths, pool.map(one, zip(paths, blobs))):
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool, \
+            HashCache(HASH_VERSION) as cache:
+        read_back = list(pool.map(read, zip(paths, blobs)))
+        known = cache.get_many(d for _, d, _ in read_back if d) if cache.active else {}
+        todo = []
+        for p, (blob, digest, issue) in zip(paths, read_back):
+            if issue is not None:
+                issues.append(issue)
+            elif digest in known:
+                hashes[str(p)] = known[digest]
+            else:
+                todo.append((p, blob, digest))
+        made = {}
+        for (p, _, digest), (h, issue) in zip(todo, pool.map(one, [(p, b) for p, b, _ in todo])):
             if issue is None:
-                hashes[str(p)] = h
+                hashes[str(p)] = made[digest] = h
             else:
                 issues.append(issue)
-    return hashes, issues
+        cache.put_many(made)
+    order = {str(p): i for i, p in enumerate(paths)}
+    issues.sort(key=lambda i: order.get(i.file, 0))
+    return {k: hashes[k] for k in sorted(hashes, key=order.__getitem__)}, issues
