@@ -10,7 +10,9 @@ recipe and the same images:
 - datatool augment with 1 worker (in-process) and with all cores (process pool, each worker
   pinned to one OpenCV thread), originals not copied so both sides write the same images;
 - for reference, the bare loop writing a labelme JSON beside each variant too (plain
-  json.dumps + open/write): what the output format itself costs. Goals are against the bare loop.
+  json.dumps + open/write): what the output format itself costs; and the bare loop forked into
+  one process per core, each on its share of the images: the most this machine's cores give any
+  parallel run of that loop (the ceiling for the pool). Goals are against the bare loop.
 
 Prints variants/s and the ratios to the bare loop. Goals: >= 0.95x with 1 worker, >= 1.8x with
 2 workers on 2 quiet cores. Each figure is the best of --repeat runs (the machine may be shared:
@@ -57,9 +59,11 @@ def make_dataset(root: Path, n: int) -> None:
              "imageHeight": 480, "imageWidth": 640}))
 
 
-def bare_loop(src: Path, out: Path, recipe_name: str, factor: int, *, with_json: bool = False) -> int:
+def bare_loop(src: Path, out: Path, recipe_name: str, factor: int, *, with_json: bool = False,
+              part: tuple[int, int] = (0, 1)) -> int:
     """The baseline; `with_json` also writes each variant's labelme JSON with a plain open/write
-    (what the output format costs, apart from anything facekit adds)."""
+    (what the output format costs, apart from anything facekit adds). `part=(k, n)`: only every
+    n-th image from the k-th (one process's share in `bare_parallel`)."""
     import random
 
     import cv2
@@ -77,9 +81,9 @@ def bare_loop(src: Path, out: Path, recipe_name: str, factor: int, *, with_json:
         # p-draws coincide: half the variants would get no transform at all and the loop would
         # do less work than the recipe asks for.)
         pipeline.set_random_state(np.random.default_rng(0), random.Random(0))
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         n = 0
-        for s in load_dataset(src).labeled:
+        for s in load_dataset(src).labeled[part[0]::part[1]]:
             rgb = cv2.cvtColor(cv2.imread(str(s.image_path)), cv2.COLOR_BGR2RGB)
             boxes = [b.xyxy for b in s.boxes]
             for v in range(factor):
@@ -100,6 +104,21 @@ def bare_loop(src: Path, out: Path, recipe_name: str, factor: int, *, with_json:
         return n
     finally:
         cv2.setNumThreads(threads)
+
+
+def bare_parallel(src: Path, out: Path, recipe_name: str, factor: int, processes: int) -> int:
+    """The bare loop in `processes` forked processes, each on its share of the images: what this
+    machine's cores give an embarrassingly parallel loop with no coordination at all - the
+    ceiling for `augment --workers N` (shared caches, memory bandwidth and clock limits included)."""
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(processes) as pool:
+        return sum(pool.starmap(_bare_part, [(src, out, recipe_name, factor, (k, processes))
+                                             for k in range(processes)]))
+
+
+def _bare_part(src, out, recipe_name, factor, part):
+    return bare_loop(src, out, recipe_name, factor, part=part)
 
 
 def facekit(src: Path, out: Path, recipe_name: str, factor: int, workers: int) -> int:
@@ -136,6 +155,7 @@ def main() -> int:
                 ("bare loop + JSON", lambda o: bare_loop(src, o, args.recipe, args.factor, with_json=True))]
         if cores > 1:
             runs.append((f"augment --workers {cores}", lambda o: facekit(src, o, args.recipe, args.factor, cores)))
+            runs.append((f"bare loop x {cores} procs", lambda o: bare_parallel(src, o, args.recipe, args.factor, cores)))
         os.sync()
         # warm-up: first calls of OpenCV/Albumentations code paths, page cache
         bare_loop(src, tmp / "warm-bare", args.recipe, 1)
