@@ -272,6 +272,32 @@ def test_json_whose_image_path_names_a_gif_says_the_format(tmp_path):
     assert f"its image 'gif_anim.gif' is not read: .gif images are not supported {SUPPORTED}" in result.output
 
 
+def test_coco_file_naming_a_gif_is_refused_before_anything_is_written(tmp_path):
+    from datatool.core.errors import ImageError
+    from datatool.core.images import probe
+
+    _gif_dataset(tmp_path)
+    images = tmp_path / "ds" / "images"
+    coco = tmp_path / "ann.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "gif_anim.gif", "width": 40, "height": 30},
+                   {"id": 2, "file_name": "ok.jpg", "width": 40, "height": 30}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 15, 15]},
+                        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [5, 5, 15, 15]}],
+        "categories": [{"id": 1, "name": "face"}]}))
+    result = run("convert", coco, "--from", "coco", "--images", images, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert f"{images / 'gif_anim.gif'}: .gif images are not supported {SUPPORTED}" in result.output
+    assert not (tmp_path / "out").exists()
+    # --skip-errors leaves the GIF out instead of writing a labelme folder whose image no stage lists
+    result = run("convert", coco, "--from", "coco", "--images", images, "--out", tmp_path / "out", "--skip-errors")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["ok.jpg", "ok.json"]
+    with pytest.raises(ImageError) as info:  # every header read refuses it too
+        probe(images / "gif_anim.gif")
+    assert str(info.value) == f"{images / 'gif_anim.gif'}: .gif images are not supported {SUPPORTED}"
+
+
 # ----------------------------------------------------------------------------- 16-bit PNG
 
 def _png16(path: Path, box, *, width=64, height=48) -> Path:

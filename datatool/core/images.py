@@ -173,6 +173,13 @@ def _scan_jpeg(data: bytes):
     return (*size, exif)
 
 
+def _refuse_unsupported(path: Path, name: str) -> None:
+    # Pillow opens a GIF, but no dataset walk lists one: a reader (COCO, VOC, CSV) that let it in
+    # would write a labelme folder whose image every later stage skips.
+    if is_unsupported_image(Path(path)):
+        raise ImageError(path=name, reason=unsupported_format(Path(path)))
+
+
 def probe(source: Path | bytes, *, name: str | None = None) -> ImageProbe:
     """Size as displayed, stored size, EXIF orientation, format and mode, from the header only.
 
@@ -184,6 +191,7 @@ def probe(source: Path | bytes, *, name: str | None = None) -> ImageProbe:
     if is_bytes:
         head = bytes(source)
     else:
+        _refuse_unsupported(source, name)
         try:
             with open(source, "rb") as f:
                 head = f.read(_HEADER_BYTES)
@@ -261,6 +269,7 @@ def load_rgb(path: Path, *, max_side: int | None = None):
     """
     import numpy as np
 
+    _refuse_unsupported(path, str(path))
     return np.asarray(_decoded(Path(path), str(path), max_side=max_side))
 
 
