@@ -230,6 +230,16 @@ def test_yolo_data_yaml_that_is_not_a_mapping_or_not_utf8(tmp_path):
     assert f"Error: {root / 'data.yaml'}: not UTF-8 text (byte 0xe9 at offset 11)" in result.output
 
 
+def test_yolo_export_refuses_a_label_with_a_line_break(tmp_path):
+    img = write_image(tmp_path / "a.jpg", 40, 30)
+    s = Sample(img, 40, 30, boxes=(Box(1, 1, 9, 9, label="my\nface"),), image_id="a.jpg", annotation_path=img)
+    with pytest.raises(AnnotationError) as info:
+        yolo.write([s], tmp_path / "out")
+    assert str(info.value) == (f"{img}: label 'my\\nface' contains a line break, which cannot be written to "
+                               "YOLO's classes.txt (one class name per line); rename the label")
+    assert not (tmp_path / "out").exists()
+
+
 # -------------------------------------------------------------------------------------- GIF
 
 def _gif_dataset(tmp_path: Path, *, image_path: str | None = None) -> Path:

@@ -166,6 +166,11 @@ def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_ima
     out = Path(out)
     labeled = labeled_with_safe_keys(samples)
     names = sorted({b.label for s in labeled for b in s.boxes}) or ["face"]
+    for n in names:  # classes.txt holds one name a line: a break inside one would shift every id after it
+        if n.splitlines() != [n]:
+            where = next(s.annotation_path or s.image_path for s in labeled if any(b.label == n for b in s.boxes))
+            raise AnnotationError(f"{where}: label {n!r} contains a line break, which cannot be written to "
+                                  f"YOLO's {CLASSES} (one class name per line); rename the label")
     class_id = {n: i for i, n in enumerate(names)}
     plan = [(s, out / LABELS / Path(s.image_id).with_suffix(".txt"), out / IMAGES / s.image_id) for s in labeled]
     check_free([out / CLASSES, out / DATA_YAML] + [p for _, t, i in plan for p in ((t, i) if copy_images else (t,))],
