@@ -32,7 +32,7 @@ import math
 from pathlib import Path
 
 from ..core.errors import AnnotationError, DatatoolError, ImageError
-from ..core.images import image_size, is_image, unsupported_format
+from ..core.images import image_size, is_image, is_unsupported_image, unsupported_format
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
 from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, read_text, safe_key
@@ -139,7 +139,7 @@ def _parse(lines: list[str], name: str) -> list[tuple[int, str, list[tuple[int, 
             continue
         file_line = i + 1
         if not is_image(Path(text)):
-            if Path(text).suffix and _numbers(text) is None:  # a file name, in a format not read
+            if is_unsupported_image(Path(text)):  # an image, but a GIF or the like
                 raise AnnotationError(f"{name}: line {file_line}: {text!r}: {unsupported_format(Path(text))}")
             raise AnnotationError(f"{name}: line {file_line}: expected an image path (event/name.jpg), got {text!r}")
         key = safe_key(text, where=f"{name}: line {file_line}")
