@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .core.errors import AnnotationError, DatatoolError
+from .core.images import is_unsupported_image, unsupported_format
 from .core.issues import Issue, has_errors
 from .core.sample import Sample
 
@@ -136,6 +137,10 @@ def convert(src: Path, out: Path, *, src_format: str, dst_format: str, images: P
             missing.add(k)
             result.issues.append(Issue("error", str(s.annotation_path or s.image_path), "imagePath",
                                        f"image not found: {s.image_path}", "missing-image"))
+        elif s.labeled and is_unsupported_image(s.image_path):  # a GIF named in a COCO/VOC/CSV file
+            missing.add(k)
+            result.issues.append(Issue("error", str(s.annotation_path or s.image_path), "imagePath",
+                                       f"{s.image_path}: {unsupported_format(s.image_path)}", "unsupported-image"))
     if has_errors(result.issues):
         n = sum(i.severity == "error" for i in result.issues)
         if not skip_errors:

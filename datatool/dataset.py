@@ -18,7 +18,7 @@ from typing import Callable
 
 from .core.errors import AnnotationError, DatatoolError, ImageError
 from .core.fsutil import RECORD_NAME
-from .core.images import IMAGE_EXTENSIONS, image_size, is_image
+from .core.images import IMAGE_EXTENSIONS, image_size, is_image, is_unsupported_image, unsupported_format
 from .core.issues import Issue
 from .core.sample import Sample
 from .formats import coco, csv, voc, wider, yolo
@@ -99,6 +99,31 @@ def walk(root: Path) -> Listing:
     return Listing(base=base, images=out, orphan_jsons=orphans)
 
 
+def unsupported_image_beside(json_path: Path) -> Path | None:
+    """For a JSON with no image beside it: a same-stem file beside it in an image format facekit
+    does not read (`x.gif` beside `x.json`), else None. Such a JSON labels an image that would be
+    left out, which is an error to report as such, not a JSON that lost its image."""
+    jp = Path(json_path)
+    try:
+        with os.scandir(jp.parent) as entries:
+            found = sorted(e.name for e in entries if e.name != jp.name and e.is_file()
+                           and os.path.splitext(e.name)[0] == jp.stem and is_unsupported_image(Path(e.name)))
+    except OSError:
+        return None
+    return jp.parent / found[0] if found else None
+
+
+def orphan_json_issue(json_path: Path) -> Issue:
+    """The issue for a JSON without a (supported) image beside it: an error naming the format when
+    its image is there in one facekit does not read, else a warning that it is ignored."""
+    other = unsupported_image_beside(json_path)
+    if other is not None:
+        return Issue("error", str(json_path), "imagePath", f"its image {other.name} is not read: "
+                     f"{unsupported_format(other)}", "unsupported-image")
+    return Issue("warning", str(json_path), "imagePath", "labelme JSON without an image beside it (ignored)",
+                 "orphan-json")
+
+
 def list_images(root: Path) -> list[Path]:
     """Every image under the dataset's images folder, sorted by key (deterministic)."""
     return walk(root).image_paths
@@ -174,9 +199,7 @@ def read_labelme_folder(src: Path, *, images: Path | None = None, issues: list[I
     """
     ds = load_dataset(Path(images) if images is not None else Path(src))
     found = list(ds.issues)
-    for jp in ds.orphan_jsons:
-        found.append(Issue("warning", str(jp), "imagePath", "labelme JSON without an image beside it (ignored)",
-                           "orphan-json"))
+    found.extend(orphan_json_issue(jp) for jp in ds.orphan_jsons)
     raise_first_error(found, issues)
     return ds.samples
 

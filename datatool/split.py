@@ -479,6 +479,8 @@ def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15),
             raise DatatoolError(f"--shards: expected 'auto' or a positive number, got {shards!r}") from e
         if shards < 1:
             raise DatatoolError(f"--shards: expected 'auto' or a positive number, got {shards}")
+    if workers is not None and workers < 1:
+        raise DatatoolError(f"--workers: expected at least 1, got {workers}")
     if max_side is not None and int(max_side) < 16:
         raise DatatoolError(f"--max-side: expected at least 16 pixels, got {max_side}")
     if not root.is_dir():
@@ -512,6 +514,9 @@ def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15),
         unit_strata[it.unit][it.stratum] += 1
     units = {u: (min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0], sum(c.values())) for u, c in unit_strata.items()}
     assignment, warnings = assign_splits(units, ratios=ratios, seed=seed)
+    if task == "detection" and not any(it.sample.boxes for it in items):
+        warnings.append(f"no face in any of the {len(items)} labeled image(s): every record is a negative, so a "
+                        "detector cannot learn from these shards (is this the right folder?)")
 
     per_split: dict[str, list[SplitItem]] = {name: [] for name in SPLITS}
     for it in items:

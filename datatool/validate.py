@@ -36,12 +36,13 @@ from typing import Iterable, Sequence
 
 from .core.errors import AnnotationError, DatatoolError, ImageError
 from .core.fsutil import write_bytes_atomic, write_json_atomic
-from .core.images import is_image, load_rgb, require_strict_decoding, sha256_bytes, transposes, verify
+from .core.images import (is_image, is_unsupported_image, load_rgb, require_strict_decoding, sha256_bytes,
+                          transposes, unsupported_format, verify)
 from .core.issues import SEVERITIES, Issue
 from .core.neardup import DEFAULT_DISTANCE, check_distance, near_duplicate_issues
 from .core.quality import QualityThresholds, measure, quality_issues, quality_table
 from .core.sample import Sample
-from .dataset import FORMATS, PEOPLE, images_dir, list_people, walk
+from .dataset import FORMATS, PEOPLE, images_dir, list_people, orphan_json_issue, unsupported_image_beside, walk
 from .formats import labelme
 
 DEFAULT_MIN_FACE = 10.0  # pixels; WIDER FACE's "hard" faces start around this size
@@ -292,6 +293,9 @@ def _check_labelme_file(jp: Path, data: dict, image: Path, key: str, facts: Imag
 def _check_orphan_json(jp: Path, report: Report) -> None:
     """A JSON with no same-stem image beside it."""
     name = str(jp)
+    if unsupported_image_beside(jp) is not None:  # x.gif beside x.json: say why it is not read
+        report.issues.append(orphan_json_issue(jp))
+        return
     try:
         data = labelme.load_json(jp)
     except AnnotationError as e:
@@ -304,7 +308,10 @@ def _check_orphan_json(jp: Path, report: Report) -> None:
         return
     field_ = data.get("imagePath")
     target = labelme.image_path_target(jp, field_)
-    if target is not None and target.is_file():
+    if target is not None and target.is_file() and is_unsupported_image(target):
+        report.issues.append(Issue("error", name, "imagePath", f"its image {field_!r} is not read: "
+                                   f"{unsupported_format(target)}", "unsupported-image"))
+    elif target is not None and target.is_file():
         report.issues.append(Issue(
             "warning", name, "imagePath",
             f"no image named {jp.stem}.* beside it; its imagePath {field_!r} exists, but annotations are "

@@ -50,6 +50,9 @@ def test_save_then_load_equals(tmp_path, fmt, attrs, group, unlabeled):
     FORMATS[fmt].write(samples, tmp_path / "out")
     back = FORMATS[fmt].read(tmp_path / "out")
     expected = [s for s in samples if s.labeled or unlabeled]
+    if fmt == "wider":  # every WIDER file line has an event folder: a.jpg comes back as 0--facekit/a.jpg
+        expected = [s.replace(image_id=s.image_id if "/" in s.image_id else f"0--facekit/{s.image_id}")
+                    for s in expected]
     assert [(s.image_id, s.width, s.height, s.labeled) for s in back] == \
         [(s.image_id, s.width, s.height, s.labeled) for s in expected]
     for got, want in zip(back, expected):

@@ -7,6 +7,11 @@ import click
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing output files (never deletes inputs).")
 
 
+def workers_option(help: str):
+    """The one `--workers` option: a thread or process count, at least 1 (default: the command's own)."""
+    return click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N", help=help)
+
+
 def detector_option(default: str = "haar"):
     """The one `--detector` option used wherever a face detector is chosen."""
     return click.option(

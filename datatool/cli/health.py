@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from ._common import OVERWRITE, detector_option
+from ._common import OVERWRITE, detector_option, workers_option
 
 
 def _refuse_existing(*paths, overwrite: bool) -> None:
@@ -127,7 +127,7 @@ def quality_options(f):
 @quality_options
 @click.option("--max-gallery", type=click.IntRange(min=0), default=400, show_default=True,
               help="Images in the gallery (those with issues first).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Threads decoding images.")
+@workers_option("Threads decoding images.")
 @OVERWRITE
 def report_cmd(dataset, out, tfdir, audit_path, validation, near_dup_distance, quality, max_gallery, workers,
                overwrite):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from ._common import OVERWRITE, print_issue_table
+from ._common import OVERWRITE, print_issue_table, workers_option
 from .health import near_dup_option
 
 
@@ -36,7 +36,7 @@ def _shards(_ctx, _param, value: str) -> str | int:
 @click.option("--max-side", type=int, default=None, metavar="PX", help="Downscale so the longest side is at most PX.")
 @click.option("--task", type=click.Choice(["detection", "identity"]), default="detection", show_default=True,
               help="detection: images/ + labelme boxes; identity: people/NAME/*.jpg with a class label.")
-@click.option("--workers", type=int, default=None, help="Threads preparing images (default: CPU count, max 8).")
+@workers_option("Threads preparing images (default: CPU count, max 8).")
 @click.option("--group-near-duplicates", is_flag=True,
               help="Merge groups (or sessions) holding near-duplicate images into one unit first, so two "
                    "captures of one scene never straddle splits (decodes each image whose hash is not cached "

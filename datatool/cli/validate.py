@@ -8,7 +8,7 @@ import click
 
 from ..dataset import FORMATS
 from . import cli
-from ._common import OVERWRITE, print_issue_table
+from ._common import OVERWRITE, print_issue_table, workers_option
 from .health import near_dup_option, quality_options
 
 FORMAT_CHOICES = list(FORMATS)
@@ -55,7 +55,7 @@ def _condense(issues, *, per_code: int):
               help="Draw the images with problems, their boxes and first issue, on one sheet (PNG/JPEG).")
 @click.option("--max-rows", type=click.IntRange(min=0), default=40, show_default=True,
               help="Show at most this many rows of the table (errors first); --json has them all.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Threads decoding images.")
+@workers_option("Threads decoding images.")
 @near_dup_option
 @quality_options
 @click.option("--no-health", is_flag=True, help="Skip the image-quality and near-duplicate checks.")

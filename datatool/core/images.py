@@ -28,6 +28,25 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+# Image files people have that facekit does not read (animated or palette GIFs, phone HEIC, raw
+# camera files...): named so that a label made for one is reported as such, not as a lost JSON.
+OTHER_IMAGE_EXTENSIONS = (".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".ico", ".ppm", ".pgm", ".pbm",
+                          ".tga", ".psd", ".svg", ".dng", ".cr2", ".nef", ".arw")
+
+
+def is_unsupported_image(path: Path) -> bool:
+    """Whether `path` is an image file by its extension, but in a format facekit does not read."""
+    return Path(path).suffix.lower() in OTHER_IMAGE_EXTENSIONS
+
+
+def unsupported_format(path: Path) -> str:
+    """Why `path` is not read as an image: the message for a file whose extension is not one of
+    `IMAGE_EXTENSIONS` (a GIF, a HEIC), naming the extension and the supported ones."""
+    ext = Path(path).suffix.lower() or "a file without an extension"
+    return (f"{ext} images are not supported (supported: {', '.join(IMAGE_EXTENSIONS)}); "
+            "save it as .jpg or .png")
+
+
 def transposes(orientation: int) -> bool:
     """Whether EXIF `orientation` swaps width and height on display (5-8: a quarter turn)."""
     return orientation in _TRANSPOSING
@@ -154,6 +173,13 @@ def _scan_jpeg(data: bytes):
     return (*size, exif)
 
 
+def _refuse_unsupported(path: Path, name: str) -> None:
+    # Pillow opens a GIF, but no dataset walk lists one: a reader (COCO, VOC, CSV) that let it in
+    # would write a labelme folder whose image every later stage skips.
+    if is_unsupported_image(Path(path)):
+        raise ImageError(path=name, reason=unsupported_format(Path(path)))
+
+
 def probe(source: Path | bytes, *, name: str | None = None) -> ImageProbe:
     """Size as displayed, stored size, EXIF orientation, format and mode, from the header only.
 
@@ -165,6 +191,7 @@ def probe(source: Path | bytes, *, name: str | None = None) -> ImageProbe:
     if is_bytes:
         head = bytes(source)
     else:
+        _refuse_unsupported(source, name)
         try:
             with open(source, "rb") as f:
                 head = f.read(_HEADER_BYTES)
@@ -198,6 +225,24 @@ def image_size(path: Path) -> tuple[int, int]:
     return p.width, p.height
 
 
+def _eight_bit(im):
+    """`im` with 16-bit (or 32-bit integer) grey samples scaled to 8 bits, other modes unchanged.
+
+    Pillow's `convert("RGB")` clips mode `I;16` / `I` samples at 255 instead of scaling them, so
+    a 16-bit grey PNG came out nearly white with the face gone. Keeping the high byte (`v >> 8`)
+    is what Pillow itself does for 16-bit colour PNGs and what OpenCV does (`decode_gray`), so
+    every decode of one file agrees."""
+    if not im.mode.startswith("I"):
+        return im
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(im)
+    if im.mode == "I":  # 32-bit signed: a 16-bit PNG in older Pillow, or an int TIFF
+        values = np.clip(values, 0, 0xFFFF)
+    return Image.fromarray((values >> 8).astype(np.uint8), mode="L")
+
+
 def _decoded(source: Path | bytes, name: str, *, max_side: int | None = None):
     """Open, guard, decode fully, turn upright and convert to RGB (Pillow image)."""
     from PIL import Image, ImageOps
@@ -206,7 +251,7 @@ def _decoded(source: Path | bytes, name: str, *, max_side: int | None = None):
         _probe_pil(im, name)  # the MAX_PIXELS guard, before decoding
         try:
             im.load()
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            im = _eight_bit(ImageOps.exif_transpose(im)).convert("RGB")
         except Exception as e:  # decoders raise many types for broken data
             raise ImageError(path=name, reason=f"corrupt or truncated image ({e})") from e
     if max_side is not None and max(im.size) > max_side:
@@ -224,6 +269,7 @@ def load_rgb(path: Path, *, max_side: int | None = None):
     """
     import numpy as np
 
+    _refuse_unsupported(path, str(path))
     return np.asarray(_decoded(Path(path), str(path), max_side=max_side))
 
 

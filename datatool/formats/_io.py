@@ -13,15 +13,20 @@ from ..core.errors import AnnotationError, OutputExistsError
 from ..core.fsutil import atomic_path
 from ..core.issues import Issue
 
-def read_text(path: Path, *, what: str, encoding: str = "utf-8") -> str:
+def read_text(path: Path, *, what: str, encoding: str = "utf-8-sig") -> str:
     """The text of an annotation file; `AnnotationError` naming the file when it is missing,
-    unreadable or not text (e.g. an image given by mistake). `what` names it: "COCO file"."""
+    unreadable or not text (e.g. an image given by mistake). `what` names it: "COCO file".
+
+    A leading UTF-8 byte-order mark (Windows Notepad writes one) is dropped: left in, it glued
+    itself to the first name of the file (a WIDER file line, a YOLO class). Other encodings
+    (Latin-1, UTF-16) are refused rather than guessed, since a wrong guess renames things."""
     try:
         return Path(path).read_text(encoding=encoding)
     except FileNotFoundError as e:
         raise AnnotationError(f"{path}: {what} not found") from e
     except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path}: not UTF-8 text (is it a {what}?)") from e
+        raise AnnotationError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                              f"is it a {what}? If so, save it as UTF-8") from e
     except OSError as e:
         raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from e
 

@@ -14,7 +14,16 @@ WIDER has no image sizes, so reading opens each image's header.
 
 Quirks the reader handles: a 0-face image is followed by one all-zero row (skipped, and written
 back the same way); zero-size boxes (w or h = 0) exist and are kept readable here, `convert`'s
-filters drop them; some re-distributions have only `x y w h` per row (attributes then absent).
+filters drop them; some re-distributions have only `x y w h` per row (attributes then absent);
+a UTF-8 byte-order mark is dropped; file lines without an event folder (`name.jpg`) are read too.
+An image listed twice is reported: with the same faces it is kept once (a warning), with
+different faces it is left out (an error), since either list may be the wrong one.
+
+Writing, every file line has an event folder as in WIDER itself (`0--Parade/0_Parade_..._849.jpg`):
+a key without one goes under `EVENT` (`good.jpg` -> `0--facekit/good.jpg`), in the gt file and in
+the copied images tree alike. Tools that read WIDER (Datumaro's `wider_face`) find file lines by
+their `/` and take the folder for the event. A name with a line break cannot be one line of the
+file and is refused.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import math
 from pathlib import Path
 
 from ..core.errors import AnnotationError, DatatoolError, ImageError
-from ..core.images import image_size, is_image
+from ..core.images import image_size, is_image, is_unsupported_image, unsupported_format
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
 from ._io import LIMIT, check_free, copy_image, num, progress, raise_first_error, read_text, safe_key
@@ -35,6 +44,7 @@ ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pos
 
 GT_NAME = "wider_face_bbx_gt.txt"  # what `write` names the gt file in its output folder
 IMAGES = "images"
+EVENT = "0--facekit"  # the event folder `write` gives keys that have none (WIDER: `<n>--<Event>`)
 
 
 def _numbers(text: str) -> list[float] | None:
@@ -61,8 +71,8 @@ def read_wider(gt_txt: Path, images_root: Path, *, issues: list[Issue] | None = 
         raise DatatoolError(f"{images_root}: WIDER images folder not found")
 
     name = str(gt_txt)
-    records = _parse(lines, name)
     found: list[Issue] = []
+    records = _drop_repeats(_parse(lines, name), name, found)
     samples: list[Sample] = []
     for lineno, key, rows in progress(records, desc="read WIDER", enabled=progress_bar):
         image_path = images_root / key
@@ -96,6 +106,28 @@ def read_wider(gt_txt: Path, images_root: Path, *, issues: list[Issue] | None = 
     return samples
 
 
+def _drop_repeats(records: list, name: str, found: list[Issue]) -> list:
+    """`records` with each image once: a repeat with the same faces is dropped (a warning); an
+    image listed with different faces is dropped everywhere (an error at each later listing)."""
+    first: dict[str, tuple[int, list]] = {}
+    conflicting: set[str] = set()
+    kept = []
+    for lineno, key, rows in records:
+        if key not in first:
+            first[key] = (lineno, [values for _, values in rows])
+            kept.append((lineno, key, rows))
+            continue
+        first_line, first_rows = first[key]
+        if [values for _, values in rows] == first_rows:
+            found.append(Issue("warning", name, f"line {lineno}", f"{key} is listed again with the same faces "
+                               f"(first at line {first_line}); kept once", "duplicate-image"))
+        else:
+            found.append(Issue("error", name, f"line {lineno}", f"{key} is listed again with different faces "
+                               f"(first at line {first_line}); each image must be listed once", "duplicate-image"))
+            conflicting.add(key)
+    return [r for r in kept if r[1] not in conflicting]
+
+
 def _parse(lines: list[str], name: str) -> list[tuple[int, str, list[tuple[int, list[float]]]]]:
     """`(line number of the file line, key, [(line number, numbers), ...])` per record."""
     records = []
@@ -107,6 +139,8 @@ def _parse(lines: list[str], name: str) -> list[tuple[int, str, list[tuple[int, 
             continue
         file_line = i + 1
         if not is_image(Path(text)):
+            if is_unsupported_image(Path(text)):  # an image, but a GIF or the like
+                raise AnnotationError(f"{name}: line {file_line}: {text!r}: {unsupported_format(Path(text))}")
             raise AnnotationError(f"{name}: line {file_line}: expected an image path (event/name.jpg), got {text!r}")
         key = safe_key(text, where=f"{name}: line {file_line}")
         if i + 1 >= n:
@@ -171,10 +205,21 @@ def dumps_wider(samples: list[Sample]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
+def wider_key(image_id: str, *, where: str) -> str:
+    """The file line for `image_id`: a safe relative path with an event folder (`EVENT/` added
+    when it has none). `AnnotationError` (naming `where`) for a name with a line break."""
+    key = safe_key(image_id, where=where)
+    if key.splitlines() != [key]:  # the reader splits the file as str.splitlines does
+        raise AnnotationError(f"{where}: {key!r} contains a line break, which cannot be written to a WIDER "
+                              "gt file (one image name per line); rename the image")
+    return key if "/" in key else f"{EVENT}/{key}"
+
+
 def write_wider(samples: list[Sample], gt_txt: Path, *, images_root: Path | None = None,
                 overwrite: bool = False, progress_bar: bool = False) -> Path:
-    """Write the gt file for `samples` (keys = their `image_id`) and, if `images_root` is given,
-    copy each image to `images_root/<image_id>`. Refuses existing files unless `overwrite`."""
+    """Write the gt file for `samples` (file lines = `wider_key(image_id)`) and, if `images_root`
+    is given, copy each image to `images_root/<file line>`. Refuses existing files unless
+    `overwrite`, and a name that cannot be a file line, before writing anything."""
     from ..core.fsutil import write_text_atomic
 
     gt_txt = Path(gt_txt)
@@ -183,7 +228,13 @@ def write_wider(samples: list[Sample], gt_txt: Path, *, images_root: Path | None
     if len(labels) > 1:  # WIDER has no label column: every box would silently become a face
         raise DatatoolError(f"WIDER FACE holds one class, but the boxes have labels {', '.join(labels)} "
                             "(convert to coco, voc, yolo or csv to keep them apart)")
-    keys = [safe_key(s.image_id, where=f"{s.image_path}: image_id") for s in labeled]
+    keys = [wider_key(s.image_id, where=f"{s.image_path}: image_id") for s in labeled]
+    first: dict[str, Sample] = {}
+    for s, k in zip(labeled, keys):  # `a.jpg` and `0--facekit/a.jpg` would both become the second
+        if k in first:
+            raise DatatoolError(f"{s.image_path}: its WIDER file line {k!r} is also that of "
+                                f"{first[k].image_path}; rename one of them")
+        first[k] = s
     targets = [Path(images_root) / k for k in keys] if images_root is not None else []
     check_free([gt_txt, *targets], overwrite=overwrite)
     for s, dst in progress(list(zip(labeled, targets)), desc="copy images", enabled=progress_bar):

@@ -19,7 +19,7 @@ from ..core.errors import AnnotationError, DatatoolError, ImageError
 from ..core.images import image_size, is_image
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, labeled_with_safe_keys, progress, raise_first_error
+from ._io import LIMIT, check_free, copy_image, labeled_with_safe_keys, progress, raise_first_error, read_text
 
 IMAGES = "images"
 LABELS = "labels"
@@ -37,7 +37,7 @@ def parse_label_file(txt: Path, *, names: list[str], width: int, height: int, is
     """Boxes of one YOLO txt (pixels); bad lines are reported as `line N` issues and skipped."""
     name = str(txt)
     try:
-        lines = txt.read_text(encoding="utf-8").splitlines()
+        lines = txt.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise AnnotationError(f"{name}: cannot read YOLO labels ({e})") from e
     boxes = []
@@ -74,21 +74,54 @@ def parse_label_file(txt: Path, *, names: list[str], width: int, height: int, is
 def _read_names(root: Path) -> list[str] | None:
     classes = root / CLASSES
     if classes.is_file():
-        return [ln.strip() for ln in classes.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        text = read_text(classes, what="YOLO classes file")
+        return [ln.strip() for ln in text.splitlines() if ln.strip()]
     data = root / DATA_YAML
     if data.is_file():
         import yaml
 
         try:
-            names = (yaml.safe_load(data.read_text(encoding="utf-8")) or {}).get("names")
-        except (yaml.YAMLError, AttributeError) as e:
-            raise AnnotationError(f"{data}: names: cannot read ({e})") from e
-        if isinstance(names, dict):
-            return [str(names[k]) for k in sorted(names)]
-        if isinstance(names, list):
-            return [str(n) for n in names]
-        raise AnnotationError(f"{data}: names: expected a list or a mapping of class names")
+            doc = yaml.safe_load(read_text(data, what="YOLO data.yaml"))
+        except (yaml.YAMLError, RecursionError) as e:
+            raise AnnotationError(f"{data}: not valid YAML ({type(e).__name__}: {str(e)[:200]})") from e
+        if not isinstance(doc, dict):
+            raise AnnotationError(f"{data}: expected a mapping with a 'names' key, got {type(doc).__name__}")
+        return names_list(doc.get("names"), where=f"{data}: names")
     return None
+
+
+def names_list(names, *, where: str) -> list[str]:
+    """`data.yaml`'s `names` as a list indexed by class id: a list, or a mapping from class ids to
+    names. Ids may be ints or digit strings (`0: face` or `'0': face`), mixed too, as Ultralytics
+    reads them with `int(key)`; they must be 0..n-1, each once, or the labels' ids would point
+    at the wrong names. `AnnotationError` naming `where` otherwise."""
+    if isinstance(names, list):
+        items = list(enumerate(names))
+    elif isinstance(names, dict):
+        items = []
+        for key, value in names.items():
+            try:
+                if isinstance(key, bool) or isinstance(key, float):
+                    raise ValueError
+                items.append((int(str(key).strip()), value))
+            except ValueError:
+                raise AnnotationError(f"{where}: key {key!r} is not a class id (0, 1, ...)") from None
+    else:
+        raise AnnotationError(f"{where}: expected a list or a mapping of class names, got "
+                              f"{type(names).__name__ if names is not None else 'nothing'}")
+    by_id: dict[int, str] = {}
+    for cid, value in items:
+        if isinstance(value, (dict, list)) or value is None:
+            raise AnnotationError(f"{where}: class {cid}: expected a name, got {value!r}")
+        if cid in by_id:
+            raise AnnotationError(f"{where}: class id {cid} is given twice ({by_id[cid]!r} and {str(value)!r})")
+        by_id[cid] = str(value)
+    if not by_id:
+        raise AnnotationError(f"{where}: no class names")
+    if sorted(by_id) != list(range(len(by_id))):
+        raise AnnotationError(f"{where}: class ids must be 0..{len(by_id) - 1}, each once; got "
+                              f"{', '.join(str(k) for k in sorted(by_id))}")
+    return [by_id[k] for k in range(len(by_id))]
 
 
 def read(src: Path, *, images: Path | None = None, issues: list[Issue] | None = None) -> list[Sample]:
@@ -133,6 +166,11 @@ def write(samples: list[Sample], out: Path, *, overwrite: bool = False, copy_ima
     out = Path(out)
     labeled = labeled_with_safe_keys(samples)
     names = sorted({b.label for s in labeled for b in s.boxes}) or ["face"]
+    for n in names:  # classes.txt holds one name a line: a break inside one would shift every id after it
+        if n.splitlines() != [n]:
+            where = next(s.annotation_path or s.image_path for s in labeled if any(b.label == n for b in s.boxes))
+            raise AnnotationError(f"{where}: label {n!r} contains a line break, which cannot be written to "
+                                  f"YOLO's {CLASSES} (one class name per line); rename the label")
     class_id = {n: i for i, n in enumerate(names)}
     plan = [(s, out / LABELS / Path(s.image_id).with_suffix(".txt"), out / IMAGES / s.image_id) for s in labeled]
     check_free([out / CLASSES, out / DATA_YAML] + [p for _, t, i in plan for p in ((t, i) if copy_images else (t,))],
