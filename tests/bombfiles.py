@@ -28,9 +28,8 @@ def header_bomb(path: Path, width: int, height: int) -> Path:
 
 
 def zero_png(path: Path, width: int, height: int) -> Path:
-    """A complete, decodable grayscale PNG of `width` x `height` black pixels, compressed by
-    streaming zlib over the zero rows (about 1 KB on disk per megapixel... far less: zeros
-    compress about 1000:1), so a truly decodable bomb costs little disk and no memory to make."""
+    """A complete, decodable grayscale PNG of `width` x `height` black pixels, written by streaming
+    zlib over the zero rows: about 1 KB on disk per megapixel, and no pixel array in memory."""
     comp = zlib.compressobj(9)
     row = b"\0" * (width + 1)  # filter byte 0, then the row's pixels
     parts = []

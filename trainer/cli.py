@@ -36,6 +36,9 @@ def cli():
       trainer evaluate runs/me datasets/me-tf
       trainer predict runs/me photo.jpg --out predictions/
       trainer export runs/me --format tflite
+
+    Images over 120,000,000 pixels are refused before decoding (decompression bombs); set
+    FACEKIT_MAX_PIXELS=N in the environment to raise the limit.
     """
 
 
