@@ -1,9 +1,10 @@
 """`convert` between annotation formats and `merge` several datasets into one.
 
-Both derive a new folder from their sources and never touch the sources. Every destination
-file is checked before anything is written (refused without `overwrite`), each file is written
-to a temporary name and renamed when complete, and `dataset.json` (the provenance record,
-written last) says what made the folder.
+Both derive a new folder from their sources and never touch the sources (an output inside or
+around a source is refused). Every destination file is checked before anything is written
+(refused without `overwrite`), each file is written to a temporary name and renamed when
+complete - `convert` writes the whole folder beside `out` and renames it when complete - and
+`dataset.json` (the provenance record, written last) says what made the folder.
 """
 
 from __future__ import annotations
@@ -106,6 +107,26 @@ def apply_filter(samples: list[Sample], face_filter: FaceFilter, result: Convert
     return kept
 
 
+def check_unique_outputs(samples: list[Sample], *, src: Path, dst_format: str) -> None:
+    """`DatatoolError` before anything is written if two samples would be written to one file:
+    one image key listed twice (a COCO file naming a file twice), or - for formats with one
+    annotation file per image - two keys that differ only in their extension (`a.jpg`, `a.png`)."""
+    from pathlib import PurePosixPath
+
+    seen: dict[str, Sample] = {}
+    for s in samples:
+        key = PurePosixPath(s.image_id).with_suffix("").as_posix() if dst_format in PER_IMAGE_FORMATS else s.image_id
+        first = seen.setdefault(key, s)
+        if first is s:
+            continue
+        if first.image_id == s.image_id:
+            raise DatatoolError(f"{src}: image {s.image_id!r} is listed twice; nothing written "
+                                "(each image may appear once)")
+        raise DatatoolError(f"{src}: images {first.image_id!r} and {s.image_id!r} share one name without "
+                            f"extension, so their {dst_format} annotation files would be one file; nothing written "
+                            "(rename one of them)")
+
+
 def _inside(path: Path, folder: Path) -> bool:
     path, folder = Path(path).resolve(), Path(folder).resolve()
     return path == folder or folder in path.parents
@@ -120,12 +141,15 @@ def convert(src: Path, out: Path, *, src_format: str, dst_format: str, images: P
     `ReadErrors` with every issue) unless `skip_errors`, which leaves the bad samples out.
     Unlabeled images are left out (no format but labelme can say "not labelled yet").
     """
+    from .core.fsutil import refuse_overlap, staged_output_dir, write_record
+
     reader, writer = format_module(src_format), format_module(dst_format)
     src, out = Path(src), Path(out)
     if not src.exists():
         raise DatatoolError(f"{src}: source not found")
-    if src.is_dir() and _inside(out, src) and out.resolve() != src.resolve():
-        raise DatatoolError(f"{out}: the output folder lies inside the source {src}; choose another --out")
+    for source in (src, images):  # the source is read, never written: not even with --overwrite
+        if source is not None:
+            refuse_overlap(out, source)
     result = ConvertResult()
     kwargs = {"progress_bar": progress_bar} if src_format == "wider" else {}
     samples = reader.read(src, images=images, issues=result.issues, **kwargs)
@@ -166,13 +190,14 @@ def convert(src: Path, out: Path, *, src_format: str, dst_format: str, images: P
     result.faces = sum(len(s.boxes) for s in samples)
     result.negatives = sum(not s.boxes for s in samples)
 
-    from .core.fsutil import prepare_output_dir, write_record
-
-    prepare_output_dir(out, overwrite=overwrite)
-    writer.write(samples, out, overwrite=overwrite, progress_bar=progress_bar)
-    write_record(out, command=command, source=str(src), images_source=str(images) if images else None,
-                 parents=[str(src)], src_format=src_format, dst_format=dst_format,
-                 filters=asdict(face_filter), counts=result.counts())
+    check_unique_outputs(samples, src=src, dst_format=dst_format)
+    # Written into a folder beside `out` that replaces it only when complete: a conversion that
+    # fails half way (two images with one stem, a file named twice) leaves no partial output.
+    with staged_output_dir(out, overwrite=overwrite) as stage:
+        writer.write(samples, stage, overwrite=overwrite, progress_bar=progress_bar)
+        write_record(stage, command=command, source=str(src), images_source=str(images) if images else None,
+                     parents=[str(src)], src_format=src_format, dst_format=dst_format,
+                     filters=asdict(face_filter), counts=result.counts())
     return result
 
 

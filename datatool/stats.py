@@ -120,16 +120,21 @@ def format_table(stats: dict) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def save_plots(stats: dict, out_dir: Path) -> list[Path]:
-    """PNG histograms of the distributions into `out_dir` (matplotlib, Agg backend)."""
+PLOT_NAMES = ("faces_per_image.png", "box_size.png", "box_aspect.png", "box_centers.png", "image_sizes.png", "people.png")  # what `save_plots` may write
+
+
+def save_plots(stats: dict, out_dir: Path, *, overwrite: bool = True) -> list[Path]:
+    """PNG histograms of the distributions into `out_dir` (matplotlib, Agg backend), named as in
+    `PLOT_NAMES`; refuses (before drawing any) to replace one unless `overwrite`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .core.fsutil import atomic_path
+    from .core.fsutil import atomic_path, refuse_existing
 
     out_dir = Path(out_dir)
+    refuse_existing(*(out_dir / n for n in PLOT_NAMES), overwrite=overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     v = stats["_values"]
     written = []

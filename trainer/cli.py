@@ -36,6 +36,9 @@ def cli():
       trainer evaluate runs/me datasets/me-tf
       trainer predict runs/me photo.jpg --out predictions/
       trainer export runs/me --format tflite
+
+    Images over 120,000,000 pixels are refused before decoding (decompression bombs); set
+    FACEKIT_MAX_PIXELS=N in the environment to raise the limit.
     """
 
 
@@ -135,11 +138,13 @@ def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Folder for metrics.json and pr_curve.png (confusion_matrix.png) [default: RUN].")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-def evaluate(run, tfdir, split, iou, threshold, out, batch_size):
+@OVERWRITE
+def evaluate(run, tfdir, split, iou, threshold, out, batch_size, overwrite):
     """Measure a trained detector on one split: presence accuracy / precision / recall / F1 / AUC,
     mean IoU of found faces, share with IoU >= --iou, AP@0.5 and AP@[.5:.95] (pycocotools).
 
-    Writes metrics.json and pr_curve.png into RUN (or --out). A one-box model finds at most one
+    Writes metrics.json and pr_curve.png into RUN (or --out); refuses to replace them (and
+    worst.png) without --overwrite. A one-box model finds at most one
     face per image; on multi-face data the figures say so. For a recognizer (identity run):
     accuracy, per-person precision / recall / F1, how many answers --threshold turns into
     'unknown', and confusion_matrix.png.
@@ -153,7 +158,8 @@ def evaluate(run, tfdir, split, iou, threshold, out, batch_size):
     from .models import read_config
 
     task = T.of_run(read_config(run), run)
-    metrics = T.evaluate(run, tfdir, split=split, iou=iou, threshold=threshold, out=out, batch_size=batch_size)
+    metrics = T.evaluate(run, tfdir, split=split, iou=iou, threshold=threshold, out=out, batch_size=batch_size,
+                         overwrite=overwrite)
     for line in task.summary_lines(metrics):
         click.echo(line)
     click.echo(f"wrote {(out or run)}/metrics.json and {task.report}")

@@ -245,15 +245,21 @@ def of_run(config: dict, run: Path) -> Task:
 
 
 def evaluate(run: Path, tfdir: Path, *, split: str = "test", iou: float = 0.5, threshold: float = 0.5,
-             out: Path | None = None, batch_size: int = 32) -> dict:
+             out: Path | None = None, batch_size: int = 32, overwrite: bool = False) -> dict:
     """Evaluate RUN's `model.keras` on TFDIR's `split` the way its entry evaluates; writes
-    `metrics.json` and the entry's `report` picture into `out` (default RUN). Returns the metrics."""
-    from .models import load_run
+    `metrics.json` and the entry's `report` picture into `out` (default RUN). Refuses, before
+    loading the model, to replace any of them unless `overwrite`. Returns the metrics."""
+    from datatool.core.fsutil import refuse_existing
+
+    from .models import load_run, read_config
 
     if not 0 < iou <= 1:
         raise DatatoolError(f"--iou: {iou} is not in (0, 1]")
+    task = of_run(read_config(run), run)
+    dest = Path(out) if out else Path(run)
+    written = ("metrics.json", task.report) + (("worst.png",) if task.name == "detection" else ())
+    refuse_existing(*(dest / name for name in written), overwrite=overwrite)
     model, config = load_run(run)
-    task = of_run(config, run)
     records = tdata.read_task(tfdir)
     if records != task.name:
         raise DatatoolError(f"{tfdir}: holds {records} records but {run} is a {task.name} model")

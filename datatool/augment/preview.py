@@ -63,7 +63,8 @@ def _placeholder(cell: int):
 
 
 def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL, recipe=None):
-    """The contact sheet (RGB uint8 array) and the cells' titles and unreadable files.
+    """The contact sheet (RGB uint8 array), the cells' titles and the unreadable files (each
+    `path: reason`).
 
     Without `recipe`: up to `n` images of the dataset, chosen by `seed`, sorted by key.
     With `recipe` (a name, path or `Recipe`): `n` variants of labeled images taken in an
@@ -90,10 +91,10 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
             name = Path(s.image_id).name
             try:
                 rgb = load_rgb(s.image_path)
-            except ImageError:
+            except ImageError as e:  # named with its reason (`path: reason`), a bomb's included
                 images.append(_placeholder(cell))
                 titles.append(_title("BAD", name))
-                unreadable.append(str(s.image_path))
+                unreadable.append(str(e))
                 continue
             prefix = "UNLAB" if not s.labeled else ("NEG" if not s.boxes else "")
             images.append(_drawn(rgb, s.boxes, cell))
@@ -119,13 +120,15 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
             try:
                 data = Path(s.image_path).read_bytes()
                 decoded[k] = (decode_rgb(data, name=str(s.image_path)), sha256_bytes(data))
-            except (OSError, ImageError):
-                decoded[k] = (None, "")
+            except ImageError as e:
+                decoded[k] = (None, str(e))
+            except OSError as e:
+                decoded[k] = (None, f"{s.image_path}: cannot read image ({e.strerror or e})")
         rgb, sha = decoded[k]
         if rgb is None:
             images.append(_placeholder(cell))
             titles.append(_title("BAD", name))
-            unreadable.append(str(s.image_path))
+            unreadable.append(sha)  # the error message, for an unreadable source
             continue
         var = augment_image(rgb, s.boxes, pipeline=pipeline, on_empty=recipe.on_empty,
                             max_redraws=recipe.max_redraws,

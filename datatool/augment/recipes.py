@@ -12,7 +12,8 @@ other path works too. facekit's own options sit under a top-level `facekit:` key
 The recipe's `bbox_params` thresholds (`min_visibility`, `min_area`, ...) are honoured; the box
 format and label fields are facekit's business (`pascal_voc` pixels, clipped to the image).
 
-Loading never executes code from the file: the YAML is read with `yaml.safe_load` and every
+Loading never executes code from the file: the YAML is read with a `yaml.SafeLoader` (`core.safeyaml`:
+aliases may not expand the document past a bound) and every
 node must name a transform in Albumentations' own registry before `A.from_dict` builds it
 (what `A.load` does, plus the checks and the `facekit:` block).
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..core.errors import RecipeError
+from ..core.safeyaml import load_yaml
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 ON_EMPTY = ("redraw", "negative")
@@ -173,7 +175,7 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"{path}: cannot read recipe ({e})") from e
     try:
-        data = yaml.safe_load(text)  # plain data only: no tags that build Python objects
+        data = load_yaml(text, path=path, error=RecipeError)  # plain data only, aliases bounded
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

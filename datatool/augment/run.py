@@ -390,7 +390,7 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
     `out` is refused without `overwrite` or `resume`. Unlabeled images are skipped; unreadable
     sources are reported in `errors`.
     """
-    from ..core.fsutil import prepare_output_dir, read_record, write_record
+    from ..core.fsutil import prepare_output_dir, read_record, refuse_overlap, write_record
 
     src, out = Path(src), Path(out)
     if factor < 0:
@@ -400,11 +400,7 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if not src.is_dir():
         raise DatatoolError(f"{src}: dataset folder not found")
-    s_res, o_res = src.resolve(), out.resolve()
-    if o_res == s_res or s_res in o_res.parents:
-        raise DatatoolError(f"{out}: the output folder must not be inside the source dataset {src}")
-    if o_res in s_res.parents:
-        raise DatatoolError(f"{out}: the output folder must not contain the source dataset {src}")
+    refuse_overlap(out, src)
 
     sources, ds = _plan(src, keep_originals=keep_originals, factor=factor)
     summary = AugmentSummary(out=out, recipe=recipe.name, recipe_sha256=recipe.sha256,

@@ -42,6 +42,9 @@ def cli():
       trainer fit datasets/me-tf --out runs/me
 
     Run `datatool COMMAND --help` for each command's options and an example.
+
+    Images over 120,000,000 pixels are refused before decoding (decompression bombs); set
+    FACEKIT_MAX_PIXELS=N in the environment to raise the limit.
     """
 
 

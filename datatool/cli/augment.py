@@ -126,4 +126,6 @@ def preview(dataset, grid, n, seed, recipe, cell, overwrite):
     p = write_preview(dataset, grid, n=n, seed=seed, cell=cell, recipe=recipe, overwrite=overwrite)
     click.echo(f"{len(p.titles)} images -> {p.path} ({p.width}x{p.height})")
     if p.unreadable:
-        click.echo(f"{len(p.unreadable)} unreadable: {', '.join(p.unreadable[:5])}", err=True)
+        click.echo(f"{len(p.unreadable)} unreadable:", err=True)
+        for why in p.unreadable[:5]:
+            click.echo(f"  {why}", err=True)

@@ -46,8 +46,10 @@ def crop(dataset, out, person, label_as_person, allow_labels, margin, size, min_
       datatool crop datasets/friends --out datasets/friends-faces --label-as-person --grid crops.jpg
       datatool split datasets/friends-faces --out datasets/friends-tf --task identity
     """
+    from ..core.fsutil import refuse_existing
     from ..crop import SKIP_REASONS, crop_dataset, crop_sheet
 
+    refuse_existing(grid, overwrite=overwrite)
     result = crop_dataset(dataset, out=out, person=person, label_as_person=label_as_person,
                           allow_labels=allow_labels, margin=margin, size=size, min_face=min_face,
                           quality=quality, overwrite=overwrite)

@@ -11,11 +11,9 @@ from ._common import OVERWRITE, detector_option, workers_option
 
 
 def _refuse_existing(*paths, overwrite: bool) -> None:
-    from ..core.errors import OutputExistsError
+    from ..core.fsutil import refuse_existing
 
-    for out in paths:
-        if out is not None and out.exists() and not overwrite:
-            raise OutputExistsError(f"{out}: already exists (use --overwrite to replace it)")
+    refuse_existing(*paths, overwrite=overwrite)
 
 
 @cli.command("audit")

@@ -94,7 +94,8 @@ def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, work
 @near_dup_option
 @click.option("--strict", is_flag=True,
               help="Also exit 1 when a val/test image is a near duplicate of a train image.")
-def inspect_cmd(tfdir, grid, n, seed, json_path, near_dup_distance, strict):
+@OVERWRITE
+def inspect_cmd(tfdir, grid, n, seed, json_path, near_dup_distance, strict, overwrite):
     """Read TFDIR back exactly as the trainer will: counts per split, every record decoded.
 
     Exits 1 when a record does not parse or decode (reported by shard and index), or when a
@@ -106,9 +107,10 @@ def inspect_cmd(tfdir, grid, n, seed, json_path, near_dup_distance, strict):
       datatool inspect datasets/me-tf
       datatool inspect datasets/me-tf --grid preview.jpg --n 25 --json inspect.json
     """
-    from ..core.fsutil import write_json_atomic
+    from ..core.fsutil import refuse_existing, write_json_atomic
     from ..inspect import draw_tfrecord_grid, inspect_tfrecords
 
+    refuse_existing(json_path, grid, overwrite=overwrite)
     report = inspect_tfrecords(tfdir, near_dup_distance=near_dup_distance)
     click.echo(f"{'split':<6} {'records':>8} {'faces':>7} {'negatives':>9} {'groups':>7} {'shards':>6}  identities")
     for name, c in report.splits.items():
@@ -149,7 +151,8 @@ def inspect_cmd(tfdir, grid, n, seed, json_path, near_dup_distance, strict):
               help="Write the statistics as JSON.")
 @click.option("--plots", "plots", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for PNG histograms (faces per image, box size/aspect/centres, image sizes, people).")
-def stats_cmd(dataset, json_path, plots):
+@OVERWRITE
+def stats_cmd(dataset, json_path, plots, overwrite):
     """Summarise DATASET: images, faces per image, negatives, box sizes and positions, people.
 
     \b
@@ -157,14 +160,15 @@ def stats_cmd(dataset, json_path, plots):
       datatool stats datasets/me
       datatool stats datasets/me-aug --json stats.json --plots stats/
     """
-    from ..core.fsutil import write_json_atomic
-    from ..stats import dataset_stats, format_table, public, save_plots
+    from ..core.fsutil import refuse_existing, write_json_atomic
+    from ..stats import PLOT_NAMES, dataset_stats, format_table, public, save_plots
 
+    refuse_existing(json_path, *((plots / n for n in PLOT_NAMES) if plots else ()), overwrite=overwrite)
     stats = dataset_stats(dataset)
     click.echo(format_table(stats))
     if json_path:
         write_json_atomic(json_path, public(stats))
         click.echo(f"wrote {json_path}")
     if plots:
-        written = save_plots(stats, plots)
+        written = save_plots(stats, plots, overwrite=overwrite)
         click.echo(f"wrote {len(written)} plot(s) to {plots}")

@@ -7,12 +7,13 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import OutputExistsError
+from .errors import DatatoolError, OutputExistsError
 
 RECORD_NAME = "dataset.json"
 
@@ -78,6 +79,16 @@ def write_json_atomic(path: Path, obj, *, overwrite: bool = True, indent: int = 
     write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", overwrite=overwrite)
 
 
+def refuse_existing(*paths, overwrite: bool) -> None:
+    """Raise `OutputExistsError` for the first of `paths` (None ones skipped) that exists, unless
+    `overwrite`: called before the work, so a refused command has written nothing."""
+    if overwrite:
+        return
+    for path in paths:
+        if path is not None and Path(path).exists():
+            raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+
+
 def prepare_output_dir(out: Path, *, overwrite: bool = False, resume: bool = False) -> Path:
     """Create `out`, refusing a non-empty one unless `overwrite` or `resume` is given.
 
@@ -90,6 +101,50 @@ def prepare_output_dir(out: Path, *, overwrite: bool = False, resume: bool = Fal
         raise OutputExistsError(f"{out}: folder is not empty (use --overwrite to write into it anyway)")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def refuse_overlap(out: Path, source: Path) -> None:
+    """`DatatoolError` if the output folder `out` is `source`, lies inside it or contains it: a
+    stage that derives a new folder never writes into (or over) what it reads, even with
+    --overwrite. `source` may be a folder or a file (a COCO JSON, a WIDER gt file)."""
+    o, s = Path(out).resolve(), Path(source).resolve()
+    if o == s or s in o.parents:
+        raise DatatoolError(f"{out}: the output folder must not be inside the source {source} or be the source "
+                            "itself, even with --overwrite; choose another --out")
+    if o in s.parents:
+        raise DatatoolError(f"{out}: the output folder must not contain the source {source}; choose another --out")
+
+
+@contextlib.contextmanager
+def staged_output_dir(out: Path, *, overwrite: bool = False):
+    """All or nothing for a derived folder: yield a new temporary folder beside `out` to write
+    into; when the block succeeds, it becomes `out` (one rename when `out` is absent or empty) or,
+    with `overwrite`, its files replace those in `out` one by one; if the block fails, it is
+    removed and `out` is as it was. Refuses a non-empty `out` without `overwrite` (as
+    `prepare_output_dir`), before anything is written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out}: folder is not empty (use --overwrite to write into it anyway)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".facekit-tmp-{out.name}.{os.getpid()}-{next(_TMP_COUNTER)}"
+    stage.mkdir()  # the usual umask mode, unlike mkdtemp's 0700, since it becomes `out`
+    try:
+        yield stage
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if not out.exists():
+            os.replace(stage, out)
+            return
+        for f in sorted(stage.rglob("*")):
+            if f.is_file():
+                dest = out / f.relative_to(stage)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dest)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def versions() -> dict:

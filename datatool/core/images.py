@@ -4,13 +4,16 @@ Sizes and pixels here are always of the image *as displayed* (what labelme shows
 a phone photo with an EXIF rotation differs from the stored pixel grid. The one rule for
 that is `transposes(orientation)`; every size that leaves this module has it applied.
 
-Every way in checks `MAX_PIXELS` from the header before any pixel is decoded.
+Every way in checks the pixel limit (`max_pixels()`: `MAX_PIXELS`, or the environment variable
+`FACEKIT_MAX_PIXELS`) from the header before any pixel is decoded, so a decompression bomb - a
+small file whose header claims gigapixels - is refused with an `ImageError` and costs no memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from .errors import ImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_PIXELS = 120_000_000  # larger than any camera; guards against decompression bombs
+MAX_PIXELS_ENV = "FACEKIT_MAX_PIXELS"  # the one way to raise (or lower) it, for every command
 EXIF_ORIENTATION_TAG = 0x0112
 _TRANSPOSING = frozenset((5, 6, 7, 8))  # EXIF orientations that turn the picture by 90 degrees
 _HEADER_BYTES = 1 << 17  # a JPEG header (with an EXIF thumbnail) almost always fits in 128 KiB
@@ -81,9 +85,38 @@ class ImageProbe:
         return transposes(self.orientation)
 
 
+def max_pixels() -> int:
+    """The largest image (width x height) any command decodes: `FACEKIT_MAX_PIXELS` if set, else
+    `MAX_PIXELS`. Read on every call, so worker processes and tests see the same value."""
+    from .errors import DatatoolError
+
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_PIXELS
+    try:
+        limit = int(raw.replace("_", "")) if len(raw) <= 20 else -1
+    except ValueError:
+        limit = -1
+    if limit < 1:
+        raise DatatoolError(f"{MAX_PIXELS_ENV}={raw[:40]!r}: expected a positive whole number of pixels, "
+                            f"e.g. {MAX_PIXELS_ENV}=250000000")
+    return limit
+
+
+def check_pixels(width: int, height: int, *, name: str) -> None:
+    """`ImageError` naming the file if `width` x `height` (from a header) is over `max_pixels()`."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise ImageError(path=name, reason=_too_large(limit, f"{width}x{height}"))
+
+
+def _too_large(limit: int, size: str = "") -> str:
+    return (f"image {size + ' ' if size else ''}larger than {limit} pixels, refusing to decode it "
+            f"(set {MAX_PIXELS_ENV} to raise the limit)")
+
+
 def _make_probe(name: str, w: int, h: int, orientation: int, fmt: str, mode: str) -> ImageProbe:
-    if w * h > MAX_PIXELS:
-        raise ImageError(path=name, reason=f"image larger than {MAX_PIXELS} pixels, refusing to load")
+    check_pixels(w, h, name=name)
     dw, dh = (h, w) if transposes(orientation) else (w, h)
     return ImageProbe(dw, dh, w, h, orientation, fmt, mode)
 
@@ -97,13 +130,19 @@ def _orientation_of(exif) -> int:
 
 def _pil_open(source: Path | bytes, name: str):
     """`PIL.Image.open` with every failure as an `ImageError` naming the file."""
+    import warnings
+
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow refuses twice this; `_make_probe` refuses above it
+    limit = max_pixels()
+    # Pillow refuses twice this in `open` and only warns above it; every caller checks the size
+    # itself (`check_pixels`) before decoding, so Pillow's raw warning would only repeat it badly
+    Image.MAX_IMAGE_PIXELS = limit
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
         return Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
     except Image.DecompressionBombError as e:
-        raise ImageError(path=name, reason=f"image larger than {MAX_PIXELS} pixels, refusing to load") from e
+        raise ImageError(path=name, reason=_too_large(limit)) from e
     except FileNotFoundError as e:
         raise ImageError(path=name, reason="image not found") from e
     except OSError as e:
@@ -116,7 +155,12 @@ def _pil_open(source: Path | bytes, name: str):
 
 def _probe_pil(im, name: str) -> ImageProbe:
     w, h = im.size
-    return _make_probe(name, w, h, _orientation_of(im.getexif()), (im.format or "").lower(), im.mode)
+    check_pixels(w, h, name=name)  # first: a PNG's `getexif` decodes the whole image
+    try:
+        exif = im.getexif()
+    except Exception as e:  # a PNG with no eXIf chunk before its pixels is decoded to look for one after
+        raise ImageError(path=name, reason=f"corrupt or truncated image ({e})") from e
+    return _make_probe(name, w, h, _orientation_of(exif), (im.format or "").lower(), im.mode)
 
 
 _SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
@@ -355,6 +399,17 @@ def _source_bytes(source, name: str | None) -> tuple[bytes, str]:
     return read_image_bytes(source, name=name), name
 
 
+def _check_header(data: bytes, name: str) -> None:
+    """The pixel limit from the header alone (no EXIF, no pixels), before a decoder other than
+    Pillow's sees `data`; `ImageError` for something that is not an image."""
+    scanned = _scan_jpeg(data)
+    if scanned is not None:
+        check_pixels(scanned[0], scanned[1], name=name)
+        return
+    with _pil_open(data, name) as im:
+        check_pixels(*im.size, name=name)
+
+
 def decode_gray(source, *, name: str | None = None, reduce: int = 1):
     """A grayscale uint8 array of an image file (or its bytes, named `name` in errors) as
     displayed, at 1/`reduce` scale (1, 2, 4 or 8); `ImageError` naming the file if it is missing,
@@ -363,6 +418,7 @@ def decode_gray(source, *, name: str | None = None, reduce: int = 1):
     import numpy as np
 
     data, name = _source_bytes(source, name)
+    _check_header(data, name)  # OpenCV's own limit (2**30 pixels) is far above ours
     if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0\r\n ")[-2:] == b"\xff\xd9":
         raise ImageError(path=name, reason="truncated JPEG (no end-of-image marker)")
     flag = getattr(cv2, REDUCED[reduce]) if REDUCED.get(reduce) else cv2.IMREAD_GRAYSCALE
