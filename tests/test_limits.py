@@ -173,6 +173,18 @@ def test_recipe_bombs_are_refused_naming_the_file(tmp_path, text, message):
     assert out == f"Error: {path}: {message}\n"
 
 
+def test_yolo_data_yaml_alias_bomb_is_refused_naming_the_file(tmp_path):
+    root = tmp_path / "yolo"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    data = root / "data.yaml"
+    data.write_text(LAUGHS + "names: *l8\n")
+    out = _run("convert", root, "--from", "yolo", "--to", "labelme", "--out", tmp_path / "out", exit_code=1)
+    assert out == (f"Error: {data}: YAML aliases expand it to more than 100000 nodes (line 6): "
+                   "refusing a 'billion laughs' file\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_shipped_recipes_load_through_the_bounded_loader():
     from datatool.augment.recipes import list_recipes, load_recipe
 

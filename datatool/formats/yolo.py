@@ -80,9 +80,11 @@ def _read_names(root: Path) -> list[str] | None:
     if data.is_file():
         import yaml
 
-        try:
-            doc = yaml.safe_load(read_text(data, what="YOLO data.yaml"))
-        except (yaml.YAMLError, RecursionError) as e:
+        from ..core.safeyaml import load_yaml
+
+        try:  # aliases bounded: a 'billion laughs' data.yaml is refused, not expanded
+            doc = load_yaml(read_text(data, what="YOLO data.yaml"), path=data, error=AnnotationError)
+        except yaml.YAMLError as e:
             raise AnnotationError(f"{data}: not valid YAML ({type(e).__name__}: {str(e)[:200]})") from e
         if not isinstance(doc, dict):
             raise AnnotationError(f"{data}: expected a mapping with a 'names' key, got {type(doc).__name__}")
