@@ -617,7 +617,17 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
         if writer is not None:
             writer.close()
         # leaving the stack renames every temporary shard onto its final name (none on error)
+    return finish_split(plan, out=out, written=written, passthrough=passthrough, reencoded=reencoded,
+                        overwrite=overwrite)
 
+
+def finish_split(plan: SplitPlan, *, out: Path, written: dict, passthrough: int, reencoded: int,
+                 overwrite: bool = False, command: str | None = None, **record) -> SplitSummary:
+    """What follows the shards, for every runner: stale shards dropped (`overwrite`), then
+    split.csv, labels.txt (identity) and dataset.json (`record`: extra fields for it).
+    `written`: split -> its shard file names."""
+    root, task, per_split, label_map, names = plan.root, plan.task, plan.per_split, plan.label_map, plan.names
+    issues, warnings, max_side, ratios = plan.issues, list(plan.warnings), plan.max_side, plan.ratios
     keep = {n for names_ in written.values() for n in names_}
     if overwrite:  # shards of an earlier run with other shard counts would be read as data
         for p in out.iterdir():
@@ -659,7 +669,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
 
     write_record(
         out,
-        command=command_line(),
+        command=command or command_line(),
         stage="split",
         task=task,
         source=str(root),
@@ -678,6 +688,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
                                  {"distance": plan.near_dup_distance, "merged_units": plan.merged_units}),
         warnings=warnings,
         parent=read_record(root),
+        **record,
     )
     return SplitSummary(out=out, task=task, counts=counts, shards=written, excluded=tuple(excluded_ids),
                         warnings=tuple(warnings), label_map=label_map, passthrough=passthrough,
