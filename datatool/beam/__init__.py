@@ -161,6 +161,33 @@ def commit(tmp: str, out: str, rels: list[str]) -> None:
     FileSystems.rename([join(tmp, r) for r in rels], [join(out, r) for r in rels])
 
 
+def put_final(out: str, name: str, data: bytes) -> None:
+    """Write OUT/name: atomically (temp name, rename) in a local folder; an object store shows an
+    object only once it is whole."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from ..core.fsutil import write_bytes_atomic
+
+    if is_url(out):
+        with FileSystems.create(join(out, name)) as f:
+            f.write(data)
+    else:
+        write_bytes_atomic(Path(out) / name, data)
+
+
+def put_record(out: str, **info) -> str:
+    """`fsutil.write_record` into OUT, which may be a URL; returns where it went."""
+    import tempfile
+
+    from ..core.fsutil import RECORD_NAME, write_record
+
+    if not is_url(out):
+        return str(write_record(Path(out), **info))
+    with tempfile.TemporaryDirectory(prefix="facekit-record-") as staging:
+        put_final(out, RECORD_NAME, write_record(Path(staging), **info).read_bytes())
+    return join(out, RECORD_NAME)
+
+
 def discard(tmp: str) -> None:
     """Remove a run's hidden folder and what is left in it."""
     from apache_beam.io.filesystems import FileSystems
