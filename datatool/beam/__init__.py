@@ -130,7 +130,7 @@ def start_output(out: str, *, overwrite: bool) -> str:
         entries = _listing(out)
         for stale in {e[: e.index(TMP_PREFIX)] + e[e.index(TMP_PREFIX):].split("/")[0] for e in entries
                       if TMP_PREFIX in e}:
-            FileSystems.delete([stale])
+            discard(stale)
         if any(TMP_PREFIX not in e for e in entries) and not overwrite:
             raise OutputExistsError(f"{out}: folder is not empty (use --overwrite to write into it anyway)")
     else:
@@ -192,8 +192,9 @@ def discard(tmp: str) -> None:
     """Remove a run's hidden folder and what is left in it."""
     from apache_beam.io.filesystems import FileSystems
 
+    # object stores delete "a folder" (every object under a prefix) when the path ends with "/"
     with contextlib.suppress(Exception):  # nothing there, or already gone: nothing to undo
-        FileSystems.delete([tmp])
+        FileSystems.delete([tmp.rstrip("/") + "/" if is_url(tmp) else tmp])
 
 
 def run_pipeline(build, options) -> object:
