@@ -367,6 +367,21 @@ def prepare_image(path: Path, *, max_side: int | None = None, probe: ImageProbe 
     return encode_jpeg(rgb, quality=JPEG_QUALITY), rgb.shape[1], rgb.shape[0], False
 
 
+def record_bytes(item: SplitItem, *, max_side: int | None, class_ids: dict | None,
+                 data: bytes | None = None) -> tuple[bytes, bool]:
+    """One item's record: its serialized `tf.train.Example` (deterministic bytes) and whether its
+    JPEG went in untouched. The one function every runner (the local threads, Beam) calls per
+    image. `data`: the file's bytes if the caller read them (else `item.data`, else the file is
+    read here); `class_ids`: the detection label map (None for identity data)."""
+    from .core.tfrecord import example_bytes
+
+    data = item.data if data is None else data
+    encoded, w, h, passed = prepare_image(item.sample.image_path, max_side=max_side, probe=item.probe, data=data)
+    sha = item.file_sha256 if passed and item.file_sha256 else None
+    return example_bytes(item.sample, encoded, width=w, height=h, class_ids=class_ids, identity=item.identity,
+                         sha256=sha), passed
+
+
 def _ordered_parallel(fn, items, *, workers: int, window: int = 64):
     """`map(fn, items)` on a thread pool, results in input order, at most `window` in flight."""
     if workers <= 1:
@@ -558,8 +573,6 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
     import tensorflow as tf
     from tqdm import tqdm
 
-    from .core import tfrecord
-
     out = Path(out)
     root, task, per_split, label_map, names = plan.root, plan.task, plan.per_split, plan.label_map, plan.names
     issues, warnings, max_side, ratios = plan.issues, list(plan.warnings), plan.max_side, plan.ratios
@@ -580,7 +593,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
     total = len(jobs)
 
     def prep(job):
-        return prepare_image(job[3].sample.image_path, max_side=max_side, probe=job[3].probe, data=job[3].data)
+        return record_bytes(job[3], max_side=max_side, class_ids=class_ids)
 
     def untouched(it):
         p = it.probe
@@ -591,7 +604,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
 
     with contextlib.ExitStack() as stack, tqdm(total=total, desc="split", unit="img", disable=not progress) as bar:
         current, writer = None, None
-        for job, (data, w, h, passed) in zip(jobs, _ordered_parallel(prep, jobs, workers=workers)):
+        for job, (record, passed) in zip(jobs, _ordered_parallel(prep, jobs, workers=workers)):
             name, i, n, it = job
             if (name, i) != current:
                 if writer is not None:
@@ -602,17 +615,24 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
                 stack.callback(writer.close)
                 written[name].append(final.name)
                 current = (name, i)
-            sha = it.file_sha256 if passed and it.file_sha256 else None
-            ex = tfrecord.to_example(it.sample, data, width=w, height=h, class_ids=class_ids,
-                                     identity=it.identity, sha256=sha)
-            writer.write(ex.SerializeToString())
+            writer.write(record)
             passthrough += passed
             reencoded += not passed
             bar.update(1)
         if writer is not None:
             writer.close()
         # leaving the stack renames every temporary shard onto its final name (none on error)
+    return finish_split(plan, out=out, written=written, passthrough=passthrough, reencoded=reencoded,
+                        overwrite=overwrite)
 
+
+def finish_split(plan: SplitPlan, *, out: Path, written: dict, passthrough: int, reencoded: int,
+                 overwrite: bool = False, command: str | None = None, **record) -> SplitSummary:
+    """What follows the shards, for every runner: stale shards dropped (`overwrite`), then
+    split.csv, labels.txt (identity) and dataset.json (`record`: extra fields for it).
+    `written`: split -> its shard file names."""
+    root, task, per_split, label_map, names = plan.root, plan.task, plan.per_split, plan.label_map, plan.names
+    issues, warnings, max_side, ratios = plan.issues, list(plan.warnings), plan.max_side, plan.ratios
     keep = {n for names_ in written.values() for n in names_}
     if overwrite:  # shards of an earlier run with other shard counts would be read as data
         for p in out.iterdir():
@@ -654,7 +674,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
 
     write_record(
         out,
-        command=command_line(),
+        command=command or command_line(),
         stage="split",
         task=task,
         source=str(root),
@@ -673,6 +693,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
                                  {"distance": plan.near_dup_distance, "merged_units": plan.merged_units}),
         warnings=warnings,
         parent=read_record(root),
+        **record,
     )
     return SplitSummary(out=out, task=task, counts=counts, shards=written, excluded=tuple(excluded_ids),
                         warnings=tuple(warnings), label_map=label_map, passthrough=passthrough,

@@ -197,6 +197,20 @@ def test_same_seed_gives_identical_csv_and_shard_bytes(tmp_path):
     assert runs["a"]["split.csv"] != runs["c"]["split.csv"]
 
 
+def test_two_processes_write_the_same_shard_bytes(tmp_path):
+    # Protobuf orders the entries of a map (an Example's features) by the process's hashing, so two
+    # runs in one process agree even without deterministic serialization; two processes need it.
+    import subprocess
+    import sys
+
+    src = make_augmented(tmp_path / "aug", originals=6)
+    for tag in ("a", "b"):
+        subprocess.run([sys.executable, "-c", "from datatool.cli import main; main()", "split", str(src),
+                        "--out", str(tmp_path / tag), "--seed", "3", "--shards", "2"], check=True, capture_output=True)
+    shards = {tag: {p.name: p.read_bytes() for p in sorted((tmp_path / tag).glob("*.tfrecord"))} for tag in "ab"}
+    assert len(shards["a"]) >= 3 and shards["a"] == shards["b"]
+
+
 # ------------------------------------------------------------------------------ pixels and boxes
 
 def _write_exif_rotated(path: Path, box, *, width=64, height=48):

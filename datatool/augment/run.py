@@ -151,12 +151,13 @@ class _Made:
     counts: Counter
 
 
-def _make(source: _Source, opt: _RunOptions, pipeline) -> _Made | dict:
-    """Read one source and run its task function; a failure comes back as its result (see `_failed`).
-    One odd source is reported and skipped, never stops the others."""
+def _make(source: _Source, opt: _RunOptions, pipeline, *, read=None) -> _Made | dict:
+    """Read one source (with `read(path) -> bytes` if given) and run its task function; a failure
+    comes back as its result (see `_failed`). One odd source is reported and skipped, never stops
+    the others."""
     try:
         try:
-            data = source.path.read_bytes()
+            data = read(source.path) if read else source.path.read_bytes()
         except OSError as e:
             raise ImageError(f"{source.path}: cannot read image ({e.strerror or e})") from e
         rows: list = []
@@ -379,20 +380,10 @@ def _sweep_temp_files(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "default", factor: int = 30,
-                    seed: int = 0, workers: int | None = None, keep_originals: bool = True,
-                    overwrite: bool = False, resume: bool = False, quality: int = 95,
-                    progress: bool = False, command: str = "datatool augment") -> AugmentSummary:
-    """Write `factor` augmented variants of every labeled image (and people crop) of `src` into `out`.
-
-    Byte-identical outputs for any `workers`; `resume` finishes only what is missing (a variant
-    is done when its image and its JSON are both there; the JSON is written first); a non-empty
-    `out` is refused without `overwrite` or `resume`. Unlabeled images are skipped; unreadable
-    sources are reported in `errors`.
-    """
-    from ..core.fsutil import prepare_output_dir, read_record, refuse_overlap, write_record
-
-    src, out = Path(src), Path(out)
+def plan_augment(src: Path, *, out, recipe, factor: int, seed: int, keep_originals: bool, quality: int):
+    """Check a request and list its sources, for every runner: `(recipe, sources, summary, settings)`,
+    the summary holding the dataset's issues and skipped counts, the settings what dataset.json
+    records. `out` may be a URL (a remote runner's), which cannot lie inside the local `src`."""
     if factor < 0:
         raise DatatoolError(f"--factor must be 0 or more, got {factor}")
     if not 1 <= quality <= 100:
@@ -400,7 +391,10 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if not src.is_dir():
         raise DatatoolError(f"{src}: dataset folder not found")
-    refuse_overlap(out, src)
+    if "://" not in str(out):
+        from ..core.fsutil import refuse_overlap
+
+        refuse_overlap(Path(out), src)
 
     sources, ds = _plan(src, keep_originals=keep_originals, factor=factor)
     summary = AugmentSummary(out=out, recipe=recipe.name, recipe_sha256=recipe.sha256,
@@ -414,6 +408,25 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
     settings = {"source": str(src), "recipe": {"name": recipe.name, "sha256": recipe.sha256,
                                                 "path": str(recipe.path)},
                 "seed": seed, "factor": factor, "keep_originals": keep_originals, "quality": quality}
+    return recipe, sources, summary, settings
+
+
+def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "default", factor: int = 30,
+                    seed: int = 0, workers: int | None = None, keep_originals: bool = True,
+                    overwrite: bool = False, resume: bool = False, quality: int = 95,
+                    progress: bool = False, command: str = "datatool augment") -> AugmentSummary:
+    """Write `factor` augmented variants of every labeled image (and people crop) of `src` into `out`.
+
+    Byte-identical outputs for any `workers`; `resume` finishes only what is missing (a variant
+    is done when its image and its JSON are both there; the JSON is written first); a non-empty
+    `out` is refused without `overwrite` or `resume`. Unlabeled images are skipped; unreadable
+    sources are reported in `errors`.
+    """
+    from ..core.fsutil import prepare_output_dir, read_record, write_record
+
+    src, out = Path(src), Path(out)
+    recipe, sources, summary, settings = plan_augment(src, out=out, recipe=recipe, factor=factor, seed=seed,
+                                                      keep_originals=keep_originals, quality=quality)
     if resume and out.is_dir() and any(out.iterdir()):
         prev = read_record(out)
         if prev is None:
@@ -457,22 +470,29 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
 
     rows.sort(key=lambda r: r["output"])
     summary.manifest = _write_manifest(out / MANIFEST, rows)
-    counts = {k: summary.counts.get(k, 0) for k in (
-        "sources", "people_sources", "negative_sources", "originals", "variants", "negatives_made",
-        "redraws", "dropped", "resumed", "failed_sources", "unlabeled_skipped", "unreadable_skipped")}
+    counts = {k: summary.counts.get(k, 0) for k in RECORD_COUNTS}
     summary.record = write_record(out, command=command, complete=not summary.errors, workers=n_workers,
                                   **settings, counts=counts, errors=summary.errors[:100], parents=parents)
     return summary
 
 
-def _write_manifest(path: Path, rows: list[dict]) -> Path:
-    from ..core.fsutil import write_text_atomic
+RECORD_COUNTS = ("sources", "people_sources", "negative_sources", "originals", "variants", "negatives_made",
+                 "redraws", "dropped", "resumed", "failed_sources", "unlabeled_skipped", "unreadable_skipped")
 
+
+def manifest_text(rows: list[dict]) -> str:
+    """manifest.csv's text for `rows` (in the order given: sorted by output)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> Path:
+    from ..core.fsutil import write_text_atomic
+
+    write_text_atomic(path, manifest_text(rows))
     return path
 
 

@@ -12,6 +12,34 @@ def workers_option(help: str):
     return click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N", help=help)
 
 
+def runner_options(fn):
+    """`--runner local|beam` and `--beam-options`, the same on every command that can run on Beam."""
+    fn = click.option("--beam-options", "beam_options", default="", metavar='"--FLAG=VALUE ..."',
+                      help="Apache Beam pipeline options for --runner beam, as on a command line, e.g. "
+                           '"--direct_num_workers=2 --direct_running_mode=multi_processing" or '
+                           '"--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp". '
+                           "Default: Beam's DirectRunner on this machine.")(fn)
+    return click.option("--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True,
+                        help="local: this machine's process pool. beam: Apache Beam (needs facekit[beam]); "
+                             "the same per-image functions, so the same outputs.")(fn)
+
+
+def check_runner(runner: str, out, beam_options: str, **local_only) -> None:
+    """Refuse options that do not fit the runner, naming them: a URL as --out without Beam,
+    --beam-options without Beam, and the local runner's own options (`local_only`, name ->
+    value given) with Beam."""
+    if runner == "local":
+        if "://" in str(out):
+            raise click.UsageError(f"--out {out}: a URL needs --runner beam (the local runner writes local folders)")
+        if beam_options:
+            raise click.UsageError("--beam-options: only with --runner beam")
+        return
+    given = [name for name, value in local_only.items() if value]
+    if given:
+        raise click.UsageError(f"{', '.join(given)}: only with --runner local (on Beam, give Beam's own options "
+                               "in --beam-options, e.g. --direct_num_workers=N)")
+
+
 def detector_option(default: str = "haar"):
     """The one `--detector` option used wherever a face detector is chosen."""
     return click.option(

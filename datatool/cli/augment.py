@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from ._common import OVERWRITE, print_issue_table, workers_option
+from ._common import OVERWRITE, check_runner, print_issue_table, runner_options, workers_option
 
 
 def _print_recipes() -> None:
@@ -22,7 +22,7 @@ def _print_recipes() -> None:
 
 @cli.command()
 @click.argument("dataset", required=False, type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="Output dataset folder (DST).")
+@click.option("--out", type=click.Path(), help="Output dataset folder (DST); with --runner beam also a gs:// or s3:// URL.")
 @click.option("--factor", default=30, show_default=True, type=click.IntRange(min=0),
               help="Variants to make of each image.")
 @click.option("--recipe", default="default", show_default=True, metavar="NAME|PATH.yaml",
@@ -37,8 +37,9 @@ def _print_recipes() -> None:
 @OVERWRITE
 @click.option("--list-recipes", is_flag=True, help="List the shipped recipes and exit.")
 @click.option("--show-recipe", metavar="NAME|PATH", help="Print a recipe's YAML and exit.")
+@runner_options
 def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality, resume, overwrite,
-            list_recipes, show_recipe):
+            list_recipes, show_recipe, runner, beam_options):
     """Grow a labeled dataset with reproducible, box-aware augmentation.
 
     Writes FACTOR variants of every labeled image of DATASET (and of people/NAME/*.jpg crops)
@@ -55,6 +56,10 @@ def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality
       datatool augment --list-recipes
       datatool augment --show-recipe heavy > my-recipe.yaml   # edit, then --recipe my-recipe.yaml
       datatool preview datasets/me-aug --grid aug.png
+      datatool augment datasets/me --out datasets/me-aug --runner beam \\
+          --beam-options "--direct_num_workers=2 --direct_running_mode=multi_processing"
+
+    --runner beam writes the same files, byte for byte, all at once at the end (no --resume).
     """
     from ..augment import augment_dataset, load_recipe
     from ..core.fsutil import command_line
@@ -69,14 +74,27 @@ def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality
         return
     if dataset is None or out is None:
         raise click.UsageError("give a DATASET and --out DST (or --list-recipes / --show-recipe NAME)")
-    try:
-        s = augment_dataset(dataset, out=out, recipe=recipe, factor=factor, seed=seed, workers=workers,
-                            keep_originals=keep_originals, overwrite=overwrite, resume=resume, quality=quality,
-                            progress=True, command=command_line())
-    except KeyboardInterrupt:
-        click.echo(f"\nInterrupted: finished files in {out} are complete; rerun the same command with "
-                   "--resume to make only what is missing.", err=True)
-        sys.exit(130)
+    check_runner(runner, out, beam_options, **{"--workers": workers is not None, "--resume": resume})
+    kwargs = dict(out=out, recipe=recipe, factor=factor, seed=seed, keep_originals=keep_originals,
+                  overwrite=overwrite, quality=quality, command=command_line())
+    if runner == "beam":
+        from ..beam import require_beam
+
+        require_beam()
+        from ..beam.augment import augment_on_beam
+
+        try:
+            s = augment_on_beam(dataset, beam_options=beam_options, **kwargs)
+        except KeyboardInterrupt:
+            click.echo(f"\nInterrupted: nothing was written to {out}.", err=True)
+            sys.exit(130)
+    else:
+        try:
+            s = augment_dataset(dataset, workers=workers, resume=resume, progress=True, **kwargs)
+        except KeyboardInterrupt:
+            click.echo(f"\nInterrupted: finished files in {out} are complete; rerun the same command with "
+                       "--resume to make only what is missing.", err=True)
+            sys.exit(130)
     c = s.counts
     if s.issues:
         click.echo(f"{len(s.issues)} annotation problem(s) in {dataset} (run `datatool validate`):", err=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from ._common import OVERWRITE, print_issue_table, workers_option
+from ._common import OVERWRITE, check_runner, print_issue_table, runner_options, workers_option
 from .health import near_dup_option
 
 
@@ -25,8 +25,9 @@ def _shards(_ctx, _param, value: str) -> str | int:
 
 @cli.command("split")
 @click.argument("dataset", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
-              help="TFDIR to write: shards, split.csv, dataset.json (and labels.txt for identity).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="TFDIR to write: shards, split.csv, dataset.json (and labels.txt for identity); "
+                   "with --runner beam also a gs:// or s3:// URL.")
 @click.option("--ratios", default="0.7,0.15,0.15", show_default=True, help="train,val,test fractions.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same split, same bytes.")
 @click.option("--group-by", type=click.Choice(["group", "session"]), default="group", show_default=True,
@@ -44,8 +45,9 @@ def _shards(_ctx, _param, value: str) -> str | int:
                    "existing splits stay the same).")
 @near_dup_option
 @OVERWRITE
+@runner_options
 def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, workers, group_near_duplicates,
-              near_dup_distance, overwrite):
+              near_dup_distance, overwrite, runner, beam_options):
     """Split DATASET into train/val/test TFRecords with no group crossing splits.
 
     Augmented variants stay in the split of their original (or, with --group-by session,
@@ -59,12 +61,28 @@ def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, work
       datatool split datasets/me --out datasets/me-tf --group-by session --max-side 640
       datatool split datasets/friends --out datasets/friends-tf --task identity
       datatool split datasets/me --out datasets/me-tf --group-near-duplicates
-    """
-    from ..split import split
+      datatool split datasets/me-aug --out datasets/me-tf --runner beam \\
+          --beam-options "--direct_num_workers=2 --direct_running_mode=multi_processing"
 
-    summary = split(dataset, out=out, ratios=ratios, seed=seed, group_by=group_by, shards=shards,
-                    max_side=max_side, task=task, overwrite=overwrite, workers=workers,
-                    group_near_duplicates=group_near_duplicates, near_dup_distance=near_dup_distance)
+    With --runner beam, each split holds the same records (the same bytes) and split.csv is the
+    same file as with --runner local, but which shard a record lands in, and the order of records
+    inside a shard, are Beam's choice.
+    """
+    check_runner(runner, out, beam_options, **{"--workers": workers is not None})
+    kwargs = dict(ratios=ratios, seed=seed, group_by=group_by, shards=shards, max_side=max_side, task=task,
+                  overwrite=overwrite, group_near_duplicates=group_near_duplicates,
+                  near_dup_distance=near_dup_distance)
+    if runner == "beam":
+        from ..beam import require_beam
+
+        require_beam()
+        from ..beam.split import split_on_beam
+
+        summary = split_on_beam(dataset, out=out, beam_options=beam_options, **kwargs)
+    else:
+        from ..split import split
+
+        summary = split(dataset, out=Path(out), workers=workers, **kwargs)
     identity = summary.task == "identity"
     third = "people" if identity else "faces  negatives"
     click.echo(f"{'split':<6} {'images':>7} {'groups':>7} {'shards':>6}  {third}")

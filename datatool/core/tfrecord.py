@@ -104,6 +104,16 @@ def to_example(sample, encoded: bytes, *, width: int, height: int, image_format:
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+def example_bytes(sample, encoded: bytes, **kwargs) -> bytes:
+    """`to_example(sample, encoded, **kwargs)` serialized, the same bytes in every process.
+
+    Protobuf leaves the order of map entries (`Features.feature` is a map) to the process's
+    hashing, so a plain `SerializeToString()` differs from run to run; `deterministic=True`
+    sorts them, which keeps "same seed, same bytes" true for the shards.
+    """
+    return to_example(sample, encoded, **kwargs).SerializeToString(deterministic=True)
+
+
 def parse_example(serialized):
     """Parse one serialized Example (a scalar string tensor; use inside `tf.data.map`).
 

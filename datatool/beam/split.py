@@ -1,0 +1,158 @@
+"""`split_on_beam`: `datatool split --runner beam`.
+
+The driver plans exactly as the local runner does (`split.plan_split`: read, check, assign every
+image to a split and a shard count), so `split.csv` is the same file. The pipeline turns each
+image into its record with `split.record_bytes`, the function the local threads call, and Beam's
+`WriteToTFRecord` writes each split into as many shards as the plan says. Each split holds the
+same records as a local run (the same bytes); which shard a record lands in, and the order
+inside a shard, are Beam's choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import apache_beam as beam
+
+from . import commit, counter_values, discard, files_in, is_url, join, pipeline_options, read_bytes, \
+    run_pipeline, start_output
+from ..core.errors import DatatoolError, ImageError
+from ..core.tfrecord import SHARD_RE, SPLITS
+from ..split import SplitItem, SplitSummary, finish_split, plan_split, record_bytes
+from ..core.neardup import DEFAULT_DISTANCE
+
+COUNTERS = "facekit.split"
+ERRORS = "errors"
+
+
+class _RecordFn(beam.DoFn):
+    """One image -> its serialized record; bad input goes to the `errors` output as the error itself."""
+
+    def __init__(self, *, max_side: int | None, class_ids: dict | None):
+        self.max_side, self.class_ids = max_side, class_ids
+
+    def process(self, item: SplitItem):
+        path = item.sample.image_path
+        try:
+            try:
+                data = read_bytes(str(path))
+            except OSError as e:
+                raise ImageError(path=path, reason=f"cannot read image ({e.strerror or e})") from e
+            record, passed = record_bytes(item, max_side=self.max_side, class_ids=self.class_ids, data=data)
+        except DatatoolError as e:
+            yield beam.pvalue.TaggedOutput(ERRORS, e)
+            return
+        beam.metrics.Metrics.counter(COUNTERS, "passthrough" if passed else "reencoded").inc()
+        yield record
+
+
+def split_on_beam(root: Path, *, out, ratios: Sequence[float] | str = (0.7, 0.15, 0.15), seed: int = 0,
+                  group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
+                  task: str = "detection", overwrite: bool = False, beam_options: str | None = None,
+                  group_near_duplicates: bool = False, near_dup_distance: int = DEFAULT_DISTANCE,
+                  command: str | None = None) -> SplitSummary:
+    """`split.split` on Apache Beam: the same plan, `split.csv` and records per split (see module
+    docstring); `out` may be a `FileSystems` path (`gs://...`). Nothing final-named is written
+    unless every record was made."""
+    options = pipeline_options(beam_options)  # a bad option is refused before any work
+    out = str(out)
+    if not is_url(out) and Path(out).resolve() == Path(root).resolve():
+        raise DatatoolError(f"{out}: --out must not be the dataset folder itself")
+    plan = plan_split(root, ratios=ratios, seed=seed, group_by=group_by, shards=shards, max_side=max_side,
+                      task=task, group_near_duplicates=group_near_duplicates, near_dup_distance=near_dup_distance)
+    tmp = start_output(out, overwrite=overwrite)
+    class_ids = None if plan.task == "identity" else plan.label_map
+    errors: list = []
+
+    def build(p):
+        found = []
+        for name in SPLITS:
+            n = plan.shard_counts[name]
+            if not n:
+                continue
+            # the plan's read-ahead bytes stay on the driver: each worker reads its own images
+            items = [dataclasses.replace(it, data=None) for it in plan.per_split[name]]
+            made = (p | f"{name}: images" >> beam.Create(items)
+                    | f"{name}: records" >> beam.ParDo(_RecordFn(max_side=plan.max_side, class_ids=class_ids))
+                    .with_outputs(ERRORS, main="records"))
+            made.records | f"{name}: shards" >> beam.io.WriteToTFRecord(
+                join(tmp, name), file_name_suffix=".tfrecord", num_shards=n, shard_name_template="-SSSSS-of-NNNNN")
+            found.append(made[ERRORS])
+        if found:
+            (found | "errors" >> beam.Flatten() | "collect" >> beam.combiners.ToList()
+             | "keep" >> beam.Map(errors_sink, path=join(tmp, "_errors.pickle")))
+
+    try:
+        result = run_pipeline(build, options)
+        bad = _read_errors(join(tmp, "_errors.pickle"))
+        if bad:
+            # the one the local runner stops at (the first in record order), whichever worker met it first
+            order = {str(it.sample.image_path): k for k, it in
+                     enumerate(it for name in SPLITS for it in plan.per_split[name])}
+            raise min(bad, key=lambda e: (order.get(getattr(e, "path", ""), len(order)), str(e)))
+        written = {name: [] for name in SPLITS}
+        shards = [r for r in files_in(tmp) if SHARD_RE.match(r)]
+        for r in shards:
+            written[SHARD_RE.match(r).group("split")].append(r)
+        counts = counter_values(result, COUNTERS)
+        commit(tmp, out, shards)
+    finally:
+        discard(tmp)
+    written = {k: sorted(v) for k, v in written.items()}
+    if overwrite:  # shards of an earlier run with other shard counts would be read as data
+        _drop_stale_shards(out, keep={r for v in written.values() for r in v})
+    return _finish(plan, out=out, written=written, passthrough=counts.get("passthrough", 0),
+                   reencoded=counts.get("reencoded", 0), command=command)
+
+
+def errors_sink(errors: list, *, path: str) -> None:
+    """Keep the bad-input errors of a run (pickled) for the driver; only a file when there are some."""
+    import pickle
+
+    from . import write_bytes
+
+    if errors:
+        write_bytes(path, pickle.dumps(errors))
+
+
+def _read_errors(path: str) -> list:
+    import pickle
+
+    try:
+        return pickle.loads(read_bytes(path))  # our own file, written by this run's pipeline
+    except OSError:
+        return []
+
+
+def _drop_stale_shards(out: str, *, keep: set[str]) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    if is_url(out):
+        found = [m.path for m in FileSystems.match([join(out, "*.tfrecord")])[0].metadata_list]
+    else:
+        found = [str(p) for p in Path(out).glob("*.tfrecord")]
+    stale = [f for f in found if SHARD_RE.match(f.rsplit("/", 1)[-1].rsplit("\\", 1)[-1])
+             and Path(f).name not in keep]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def _finish(plan, *, out: str, written, passthrough: int, reencoded: int, command: str | None) -> SplitSummary:
+    """split.csv, labels.txt and dataset.json as the local runner writes them (`finish_split`):
+    straight into a local OUT, or made in a local folder and copied to a remote one."""
+    import tempfile
+
+    info = {"runner": "beam"}
+    if not is_url(out):
+        return finish_split(plan, out=Path(out), written=written, passthrough=passthrough, reencoded=reencoded,
+                            overwrite=False, command=command, **info)
+    from apache_beam.io.filesystems import FileSystems
+
+    with tempfile.TemporaryDirectory(prefix="facekit-split-") as staging:
+        summary = finish_split(plan, out=Path(staging), written=written, passthrough=passthrough,
+                               reencoded=reencoded, overwrite=False, command=command, **info)
+        names = sorted(p.name for p in Path(staging).iterdir())
+        FileSystems.copy([str(Path(staging) / n) for n in names], [join(out, n) for n in names])
+    return dataclasses.replace(summary, out=out)
