@@ -68,6 +68,7 @@ class AugmentSummary:
     issues: list = field(default_factory=list)
     manifest: Path | None = None
     record: Path | None = None
+    rejected: list[Path] = field(default_factory=list)  # labelme JSONs with errors, left out (skip_errors)
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,16 +382,18 @@ def _sweep_temp_files(out: Path) -> None:
 
 def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "default", factor: int = 30,
                     seed: int = 0, workers: int | None = None, keep_originals: bool = True,
-                    overwrite: bool = False, resume: bool = False, quality: int = 95,
+                    overwrite: bool = False, resume: bool = False, quality: int = 95, skip_errors: bool = False,
                     progress: bool = False, command: str = "datatool augment") -> AugmentSummary:
     """Write `factor` augmented variants of every labeled image (and people crop) of `src` into `out`.
 
     Byte-identical outputs for any `workers`; `resume` finishes only what is missing (a variant
     is done when its image and its JSON are both there; the JSON is written first); a non-empty
     `out` is refused without `overwrite` or `resume`. Unlabeled images are skipped; unreadable
-    sources are reported in `errors`.
+    sources are reported in `errors`. An annotated image whose JSON has an error stops the run
+    before anything is written (`dataset.RejectedImages`), unless `skip_errors` leaves it out.
     """
     from ..core.fsutil import prepare_output_dir, read_record, write_record
+    from ..dataset import refuse_rejected
 
     src, out = Path(src), Path(out)
     if factor < 0:
@@ -408,9 +411,13 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
 
     sources, ds = _plan(src, keep_originals=keep_originals, factor=factor)
     summary = AugmentSummary(out=out, recipe=recipe.name, recipe_sha256=recipe.sha256,
-                             issues=[i for i in ds.issues if i.severity == "error"])
+                             issues=[i for i in ds.issues if i.severity == "error"],
+                             rejected=refuse_rejected(ds, skip_errors=skip_errors))
     summary.counts["unlabeled_skipped"] = len(ds.unlabeled)
-    summary.counts["unreadable_skipped"] = len({i.file for i in summary.issues if i.code in ("bad-json", "bad-image")})
+    summary.counts["rejected_skipped"] = len(summary.rejected)
+    rejected = {str(p) for p in summary.rejected}
+    summary.counts["unreadable_skipped"] = len({i.file for i in summary.issues
+                                                if i.code == "bad-image" and i.file not in rejected})
     if not sources:
         raise DatatoolError(f"{src}: nothing to augment: no labeled images (image + labelme JSON) "
                             "and no people/NAME/*.jpg crops")
@@ -463,7 +470,8 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
     summary.manifest = _write_manifest(out / MANIFEST, rows)
     counts = {k: summary.counts.get(k, 0) for k in (
         "sources", "people_sources", "negative_sources", "originals", "variants", "negatives_made",
-        "redraws", "dropped", "resumed", "failed_sources", "unlabeled_skipped", "unreadable_skipped")}
+        "redraws", "dropped", "resumed", "failed_sources", "unlabeled_skipped", "unreadable_skipped",
+        "rejected_skipped")}
     summary.record = write_record(out, command=command, complete=not summary.errors, workers=n_workers,
                                   **settings, counts=counts, errors=summary.errors[:100], parents=parents)
     return summary

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from ._common import OVERWRITE, print_issue_table
+from ._common import OVERWRITE, SKIP_ERRORS, echo_rejected, print_issue_table
 from .health import near_dup_option
 
 
@@ -42,15 +42,18 @@ def _shards(_ctx, _param, value: str) -> str | int:
                    "captures of one scene never straddle splits (decodes every image; off by default so "
                    "existing splits stay the same).")
 @near_dup_option
+@SKIP_ERRORS
 @OVERWRITE
 def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, workers, group_near_duplicates,
-              near_dup_distance, overwrite):
+              near_dup_distance, skip_errors, overwrite):
     """Split DATASET into train/val/test TFRecords with no group crossing splits.
 
     Augmented variants stay in the split of their original (or, with --group-by session,
     whole capture sessions stay together); negatives (or each person, for identity) are
     spread over the splits in proportion. Images go in as upright JPEG (EXIF rotation
-    applied); unlabeled images are left out and listed in split.csv.
+    applied); unlabeled images are left out and listed in split.csv. An image whose labelme
+    JSON has an error stops the split before anything is written, unless --skip-errors leaves
+    it out (listed in split.csv too).
 
     \b
     Example:
@@ -63,7 +66,8 @@ def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, work
 
     summary = split(dataset, out=out, ratios=ratios, seed=seed, group_by=group_by, shards=shards,
                     max_side=max_side, task=task, overwrite=overwrite, workers=workers,
-                    group_near_duplicates=group_near_duplicates, near_dup_distance=near_dup_distance)
+                    group_near_duplicates=group_near_duplicates, near_dup_distance=near_dup_distance,
+                    skip_errors=skip_errors)
     identity = summary.task == "identity"
     third = "people" if identity else "faces  negatives"
     click.echo(f"{'split':<6} {'images':>7} {'groups':>7} {'shards':>6}  {third}")
@@ -148,8 +152,12 @@ def inspect_cmd(tfdir, grid, n, seed, json_path, near_dup_distance, strict):
               help="Write the statistics as JSON.")
 @click.option("--plots", "plots", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for PNG histograms (faces per image, box size/aspect/centres, image sizes, people).")
-def stats_cmd(dataset, json_path, plots):
+@SKIP_ERRORS
+def stats_cmd(dataset, json_path, plots, skip_errors):
     """Summarise DATASET: images, faces per image, negatives, box sizes and positions, people.
+
+    An image whose labelme JSON has an error is neither a face image nor a negative: it stops
+    the summary (exit 1), unless --skip-errors leaves it out (and names it).
 
     \b
     Example:
@@ -159,8 +167,9 @@ def stats_cmd(dataset, json_path, plots):
     from ..core.fsutil import write_json_atomic
     from ..stats import dataset_stats, format_table, public, save_plots
 
-    stats = dataset_stats(dataset)
+    stats = dataset_stats(dataset, skip_errors=skip_errors)
     click.echo(format_table(stats))
+    echo_rejected(stats["rejected"])
     if json_path:
         write_json_atomic(json_path, public(stats))
         click.echo(f"wrote {json_path}")

@@ -212,7 +212,10 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
             report("error", where, "expected an object", "bad-shape")
             continue
         label = shape.get("label")
-        if not isinstance(label, str) or not label.strip():
+        if label is not None and not isinstance(label, str):
+            report("error", f"{where}.label", f"expected a string, got {brief(label)}", "bad-label")
+            continue
+        if not label or not label.strip():
             report("error", f"{where}.label", "missing or empty label", "bad-label")
             continue
         kind = shape.get("shape_type") or "polygon"  # labelme's default when the field is absent
