@@ -116,7 +116,18 @@ def predict_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, overw
     write_tables(rows, out)
     if problems:
         write_text_atomic(out / "problems.txt", "\n".join(problems) + "\n")
+    refuse_unreadable(problems, total=len(images), out=out)
     return rows
+
+
+def refuse_unreadable(unreadable: list[str], *, total: int, out: Path) -> None:
+    """After the readable images are predicted and written: a `DatatoolError` (exit 1) naming the
+    first image that could not be decoded, and how many, if any - a corrupt or truncated file is
+    never passed over in silence."""
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise DatatoolError(f"{unreadable[0]}{more}; {len(unreadable)} of {total} images could not be read and "
+                            f"were skipped (listed in {Path(out) / 'problems.txt'}); the others are in {out}")
 
 
 def predict_video(detector, path: Path, dest: Path, *, threshold: float, batch_size: int = 16,

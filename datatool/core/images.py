@@ -97,7 +97,11 @@ def _pil_open(source: Path | bytes, name: str):
 
 def _probe_pil(im, name: str) -> ImageProbe:
     w, h = im.size
-    return _make_probe(name, w, h, _orientation_of(im.getexif()), (im.format or "").lower(), im.mode)
+    try:
+        exif = im.getexif()
+    except Exception as e:  # a PNG may keep EXIF after its pixels: Pillow decodes them to look, and a cut file fails
+        raise ImageError(path=name, reason=f"corrupt or truncated image ({e})") from e
+    return _make_probe(name, w, h, _orientation_of(exif), (im.format or "").lower(), im.mode)
 
 
 _SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
