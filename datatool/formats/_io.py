@@ -53,6 +53,12 @@ def brief(value) -> str:
     return short.repr(value)
 
 
+def size_text(width, height) -> str:
+    """`64x48`; values too long to sit beside an `x` are spaced: `a 400-digit integer x 48`."""
+    w, h = brief(width), brief(height)
+    return f"{w}x{h}" if len(w) <= 12 and len(h) <= 12 else f"{w} x {h}"
+
+
 def size_problem(width, height) -> str | None:
     """Why `width` x `height` (as a file states them) cannot be an image's size, or None.
 
@@ -69,7 +75,7 @@ def size_problem(width, height) -> str | None:
     if not (whole(width) and whole(height)):
         return f"expected positive integers, got {brief(width)}/{brief(height)}"
     if int(width) * int(height) > images.MAX_PIXELS:
-        return f"{brief(width)} x {brief(height)} is more than {images.MAX_PIXELS} pixels"
+        return f"{size_text(width, height)} is more than {images.MAX_PIXELS} pixels"
     return None
 
 

@@ -25,7 +25,7 @@ from ..core.errors import LabelmeLoadError
 from ..core.images import IMAGE_EXTENSIONS
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import brief, finite, size_problem
+from ._io import brief, finite, size_problem, size_text
 
 LABELME_VERSION = "6.3.1"  # the version string we write; labelme reads any 5.x/6.x file
 FACEKIT_KEY = "facekit"
@@ -250,7 +250,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
                    "box-out-of-bounds", fixable=True)
             box = clipped
         if box.width <= 0 or box.height <= 0:
-            report("error", f"{where}.points", f"zero-area box {_fmt(box)} (dropped)", "zero-area-box")
+            report("error", f"{where}.points", f"zero-area box {_fmt(box)}", "zero-area-box")
             continue
         boxes.append(box)
         if shape_index is not None:
@@ -357,7 +357,7 @@ def fix_size(data: dict, width: int, height: int) -> list[str]:
     """Set `imageWidth/imageHeight` to the image's displayed size."""
     if (data.get("imageWidth"), data.get("imageHeight")) == (width, height):
         return []
-    change = f"imageWidth/imageHeight {brief(data.get('imageWidth'))}x{brief(data.get('imageHeight'))} -> {width}x{height}"
+    change = f"imageWidth/imageHeight {size_text(data.get('imageWidth'), data.get('imageHeight'))} -> {width}x{height}"
     data["imageWidth"], data["imageHeight"] = width, height
     return [change]
 
