@@ -299,6 +299,7 @@ def test_trainer_predict_names_a_truncated_image_and_exits_1(single_run, tmp_pat
     assert "Traceback" not in result.output
     assert result.output.endswith(
         f"Error: {inputs / 'bad.png'}: corrupt or truncated image (image file is truncated); 1 of 2 images could "
-        f"not be read and were skipped (listed in {out / 'problems.txt'}); the others are in {out}\n")
+        f"not be read and were skipped (listed in {out / 'problems.txt'})\n")
+    assert "1 images/frames" in result.output  # the summary of what was done comes first
     rows = json.loads((out / "predictions.json").read_text())
     assert [r["source"] for r in rows] == [str(inputs / "good.png")]

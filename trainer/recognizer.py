@@ -223,7 +223,7 @@ def predict_identity_paths(run: Path, inputs, *, out: Path, threshold: float = 0
     write_text_atomic(out / "predictions.json", json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     if problems:
         write_text_atomic(out / "problems.txt", "\n".join(problems) + "\n")
-    refuse_unreadable(unreadable, total=len(items), out=out)
+    refuse_unreadable(unreadable, total=len(items), out=out, rows=rows)
     return rows
 
 
