@@ -140,12 +140,15 @@ def check_images(samples: list[Sample], issues: list[Issue], *, workers: int | N
     todo = [(k, s) for k, s in enumerate(samples) if s.labeled]
     workers = max(1, workers or min(4, os.cpu_count() or 1))
     bad = set()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         found = pool.map(check, [s for _, s in todo])
         for (k, _), issue in zip(todo, progress(found, desc="check images", enabled=progress_bar, total=len(todo))):
             if issue is not None:
                 bad.add(k)
                 issues.append(issue)
+    finally:  # on Ctrl-C, drop the queued images instead of decoding them all before exiting
+        pool.shutdown(wait=True, cancel_futures=True)
     return bad
 
 
