@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .core.errors import AnnotationError, DatatoolError
+from .core.errors import AnnotationError, DatatoolError, ImageError
 from .core.images import is_unsupported_image, unsupported_format
 from .core.issues import Issue, has_errors
 from .core.sample import Sample
@@ -127,6 +127,56 @@ def check_unique_outputs(samples: list[Sample], *, src: Path, dst_format: str) -
                             "(rename one of them)")
 
 
+def check_images(samples: list[Sample], issues: list[Issue], *, workers: int | None = None,
+                 progress_bar: bool = False) -> set[int]:
+    """Decode every labeled sample's image in full (`core.images.verify`, the check `validate`
+    makes) and compare its displayed size with the annotation's; each problem is appended to
+    `issues` as an error. Returns the indices of the samples whose image is unusable.
+
+    Threads, as in `validate`: the decoders release the GIL."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .core.images import require_strict_decoding, transposes, verify
+    from .formats._io import progress
+
+    require_strict_decoding()
+
+    def check(s: Sample) -> Issue | None:
+        name = str(s.annotation_path or s.image_path)
+        if not s.image_path.is_file():
+            return Issue("error", name, "imagePath", f"image not found: {s.image_path}", "missing-image")
+        if is_unsupported_image(s.image_path):  # a GIF named in a COCO/VOC/CSV file
+            return Issue("error", name, "imagePath", f"{s.image_path}: {unsupported_format(s.image_path)}",
+                         "unsupported-image")
+        try:
+            f = verify(s.image_path)
+        except ImageError as e:
+            return Issue.from_error(e, code="bad-image", file=s.image_path)
+        except Exception as e:  # a decoder bug must not end the whole run: report the file
+            return Issue("error", str(s.image_path), "", f"cannot decode ({type(e).__name__}: {e})", "bad-image")
+        if (f.width, f.height) != (s.width, s.height):
+            exif = (f" (EXIF orientation {f.orientation}: stored {f.stored_width}x{f.stored_height})"
+                    if transposes(f.orientation) else "")
+            return Issue("error", name, f"{s.image_id} size", f"annotation says {s.width}x{s.height} but the "
+                         f"image is {f.width}x{f.height} as displayed{exif}", "size-mismatch")
+        return None
+
+    todo = [(k, s) for k, s in enumerate(samples) if s.labeled]
+    workers = max(1, workers or min(4, os.cpu_count() or 1))
+    bad = set()
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        found = pool.map(check, [s for _, s in todo])
+        for (k, _), issue in zip(todo, progress(found, desc="check images", enabled=progress_bar, total=len(todo))):
+            if issue is not None:
+                bad.add(k)
+                issues.append(issue)
+    finally:  # on Ctrl-C, drop the queued images instead of decoding them all before exiting
+        pool.shutdown(wait=True, cancel_futures=True)
+    return bad
+
+
 def _inside(path: Path, folder: Path) -> bool:
     path, folder = Path(path).resolve(), Path(folder).resolve()
     return path == folder or folder in path.parents
@@ -137,8 +187,10 @@ def convert(src: Path, out: Path, *, src_format: str, dst_format: str, images: P
             command: str = "datatool convert", progress_bar: bool = False) -> ConvertResult:
     """Read `src` as `src_format` and write `out` as `dst_format` (images copied alongside).
 
-    Errors found while reading stop the conversion before anything is written (raised as
-    `ReadErrors` with every issue) unless `skip_errors`, which leaves the bad samples out.
+    Every image is decoded in full and its size checked against the annotation, as `validate`
+    does (`check_images`). Errors found while reading stop the conversion before anything is
+    written (raised as `ReadErrors` with every issue) unless `skip_errors`, which leaves the bad
+    samples out.
     Unlabeled images are left out (no format but labelme can say "not labelled yet").
     """
     from .core.fsutil import refuse_overlap, staged_output_dir, write_record
@@ -154,29 +206,23 @@ def convert(src: Path, out: Path, *, src_format: str, dst_format: str, images: P
     kwargs = {"progress_bar": progress_bar} if src_format == "wider" else {}
     samples = reader.read(src, images=images, issues=result.issues, **kwargs)
 
-    # An image missing now would fail half-way through copying: check them all up front.
-    missing = set()
-    for k, s in enumerate(samples):
-        if s.labeled and not s.image_path.is_file():
-            missing.add(k)
-            result.issues.append(Issue("error", str(s.annotation_path or s.image_path), "imagePath",
-                                       f"image not found: {s.image_path}", "missing-image"))
-        elif s.labeled and is_unsupported_image(s.image_path):  # a GIF named in a COCO/VOC/CSV file
-            missing.add(k)
-            result.issues.append(Issue("error", str(s.annotation_path or s.image_path), "imagePath",
-                                       f"{s.image_path}: {unsupported_format(s.image_path)}", "unsupported-image"))
+    # Every image is checked up front: a missing one would fail half-way through copying, and a
+    # truncated or mis-sized one would be copied as if it were usable.
+    unusable = check_images(samples, result.issues, progress_bar=progress_bar)
     if has_errors(result.issues):
         n = sum(i.severity == "error" for i in result.issues)
         if not skip_errors:
             raise ReadErrors(f"{src}: {n} error(s) in the source; nothing written "
                              "(fix them, or pass --skip-errors to leave those samples out)", result.issues)
         # One-file formats (WIDER, COCO, CSV) already left out every image with an error while
-        # reading; for one-file-per-image formats an error names the sample's own file.
+        # reading; for one-file-per-image formats an error names the sample's own file (a
+        # labelme JSON with an error is not even a sample: `dataset.load_dataset` rejects it).
         per_file = src_format in PER_IMAGE_FORMATS
         bad_files = {i.file for i in result.issues if i.severity == "error"} if per_file else set()
         kept = [s for k, s in enumerate(samples)
-                if k not in missing and str(s.annotation_path) not in bad_files]
-        result.bad_samples = len(samples) - len(kept)
+                if k not in unusable and str(s.annotation_path) not in bad_files]
+        present = {str(p) for s in samples for p in (s.annotation_path, s.image_path) if p is not None}
+        result.bad_samples = len(samples) - len(kept) + len(bad_files - present)
         samples = kept
 
     result.unlabeled = sum(not s.labeled for s in samples)

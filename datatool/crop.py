@@ -89,6 +89,7 @@ class CropResult:
     skipped: Counter = field(default_factory=Counter)
     issues: list[Issue] = field(default_factory=list)
     interrupted: bool = False
+    rejected: list[Path] = field(default_factory=list)  # labelme JSONs with errors, left out (skip_errors)
 
     @property
     def total(self) -> int:
@@ -176,19 +177,21 @@ def _check_out(root: Path, out: Path) -> None:
 def crop_dataset(root: Path, *, out: Path, person: str | None = None, label_as_person: bool = False,
                  allow_labels=(), margin: float = DEFAULT_MARGIN, size: int = DEFAULT_SIZE,
                  min_face: float = DEFAULT_MIN_FACE, quality: int = 95, overwrite: bool = False,
-                 progress: bool = True) -> CropResult:
+                 skip_errors: bool = False, progress: bool = True) -> CropResult:
     """Cut every usable box of the labelme dataset at `root` into `out/people/NAME/*.jpg`.
 
     Exactly one of `person` (every face is this person) and `label_as_person` (the box label
     is the name) is required; see the module docstring for the rules, the square crop and the
     group stamp. Writes `out/crops.csv` and `out/dataset.json`. Raises `DatatoolError` for a
     bad dataset or options (before writing anything); problems with single files are
-    collected in `CropResult.issues` and counted in `CropResult.skipped`.
+    collected in `CropResult.issues` and counted in `CropResult.skipped`. An image whose labelme
+    JSON has an error raises `RejectedImages` before anything is written, unless `skip_errors`
+    leaves it out (`CropResult.rejected`).
     """
     from tqdm import tqdm
 
     from .core.provenance import stamp_jpeg
-    from .dataset import load_dataset
+    from .dataset import load_dataset, refuse_rejected
     from .core.fsutil import (command_line, prepare_output_dir, read_record, write_bytes_atomic, write_record,
                               write_text_atomic)
     from .core.images import encode_jpeg, load_rgb, sha256_file
@@ -214,7 +217,7 @@ def crop_dataset(root: Path, *, out: Path, person: str | None = None, label_as_p
 
     ds = load_dataset(root)  # a missing or non-folder root raises here, naming it
     _check_out(root, out)
-    result = CropResult(out=out, issues=list(ds.issues))
+    result = CropResult(out=out, issues=list(ds.issues), rejected=refuse_rejected(ds, skip_errors=skip_errors))
     if not ds.samples:
         raise DatatoolError(f"{root}: no images found (a dataset is a folder with images/ and labelme JSONs)"
                             + (f"; {len(ds.issues)} unreadable file(s), e.g. {ds.issues[0]}" if ds.issues else ""))

@@ -19,7 +19,7 @@ from typing import Callable
 from .core.errors import AnnotationError, DatatoolError, ImageError
 from .core.fsutil import RECORD_NAME
 from .core.images import IMAGE_EXTENSIONS, image_size, is_image, is_unsupported_image, unsupported_format
-from .core.issues import Issue
+from .core.issues import Issue, has_errors
 from .core.sample import Sample
 from .formats import coco, csv, voc, wider, yolo
 from .formats._io import check_free, copy_image, progress, raise_first_error, safe_key
@@ -135,12 +135,20 @@ def image_key(image_path: Path, root: Path) -> str:
 
 @dataclass
 class Dataset:
-    """What `load_dataset` found: samples (labeled and unlabeled) and every issue met on the way."""
+    """What `load_dataset` found: samples (labeled and unlabeled), every issue met on the way,
+    and the annotated images left out because their JSON has an error (`rejected`)."""
 
     root: Path
     samples: list[Sample] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
     orphan_jsons: list[Path] = field(default_factory=list)
+    rejected: list[Path] = field(default_factory=list)  # labelme JSONs with an error: not samples, sorted by key
+
+    @property
+    def rejected_issues(self) -> list[Issue]:
+        """The errors that made `rejected` (every error of those JSONs, in file order)."""
+        files = {str(p) for p in self.rejected}
+        return [i for i in self.issues if i.severity == "error" and i.file in files]
 
     @property
     def labeled(self) -> list[Sample]:
@@ -154,18 +162,30 @@ class Dataset:
 def load_dataset(root: Path, *, read_sizes: bool = True) -> Dataset:
     """Read every image and its labelme JSON under `root`, collecting problems instead of stopping.
 
-    Images without a JSON become unlabeled samples; unreadable JSONs and images are reported
-    as errors and skipped. With `read_sizes=False` unlabeled images get size 1x1 (fast listing).
+    Images without a JSON become unlabeled samples. This is the one place that decides what an
+    annotated image is: a JSON that cannot be read, or that has any error-level issue (a broken
+    shape, a bad size, ...), makes its image *rejected* - reported in `issues`, listed in
+    `rejected`, and not a sample. It never becomes a sample with the remaining boxes, which for a
+    face whose only shape is broken would be a negative ("no face here"). Stages stop on rejected
+    images unless asked to skip them (`refuse_rejected`). Unreadable unlabeled images are
+    reported and skipped. With `read_sizes=False` unlabeled images get size 1x1 (fast listing).
     """
     root = Path(root)
     listing = walk(root)
     ds = Dataset(root=root, orphan_jsons=list(listing.orphan_jsons))
     for img, key, jp in listing.images:
         if jp is not None:
+            found: list[Issue] = []
             try:
-                ds.samples.append(read_labelme(jp, issues=ds.issues, image_id=key, image_path=img))
+                sample = read_labelme(jp, issues=found, image_id=key, image_path=img)
             except AnnotationError as e:
-                ds.issues.append(Issue.from_error(e, code="bad-json"))
+                found.append(Issue.from_error(e, code="bad-json"))
+                sample = None
+            ds.issues.extend(found)
+            if sample is None or has_errors(found):
+                ds.rejected.append(jp)
+            else:
+                ds.samples.append(sample)
             continue
         try:
             w, h = image_size(img) if read_sizes else (1, 1)
@@ -174,6 +194,51 @@ def load_dataset(root: Path, *, read_sizes: bool = True) -> Dataset:
             continue
         ds.samples.append(Sample(image_path=img, width=w, height=h, image_id=key, labeled=False))
     return ds
+
+
+class RejectedImages(DatatoolError):
+    """Annotated images whose labelme JSON has errors; `issues` holds every one of those errors."""
+
+    code = "rejected"
+
+    def __init__(self, message: str, issues: list[Issue]):
+        super().__init__(message)
+        self.issues = issues
+
+
+def refuse_rejected(ds: Dataset, *, skip_errors: bool) -> list[Path]:
+    """The rejected JSONs of `ds` (see `load_dataset`), when `skip_errors`; otherwise, if there is
+    any, `RejectedImages` naming each file and its first error. Stages call this before writing
+    anything, so an error stops them with nothing written."""
+    if skip_errors or not ds.rejected:
+        return list(ds.rejected)
+    first: dict[str, Issue] = {}
+    extra: dict[str, int] = {}
+    for issue in ds.rejected_issues:
+        if issue.file in first:
+            extra[issue.file] = extra.get(issue.file, 0) + 1
+        else:
+            first[issue.file] = issue
+
+    def line(issue: Issue) -> str:
+        more = extra.get(issue.file, 0)
+        return ": ".join(p for p in (issue.file, issue.field, issue.message) if p) + \
+            (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
+
+    issues = list(first.values())
+    if len(issues) == 1:
+        message = (f"{line(issues[0])}; the annotated image cannot be used: fix it (`datatool validate` lists "
+                   "every problem) or pass --skip-errors to leave it out")
+    else:
+        shown = "".join(f"\n  {line(i)}" for i in issues[:REJECTED_SHOWN])
+        if len(issues) > REJECTED_SHOWN:
+            shown += f"\n  ... and {len(issues) - REJECTED_SHOWN} more (`datatool validate` lists them all)"
+        message = (f"{len(issues)} annotated images have errors in their labelme JSON and cannot be used: fix "
+                   f"them (`datatool validate` lists every problem) or pass --skip-errors to leave them out:{shown}")
+    raise RejectedImages(message, ds.rejected_issues)
+
+
+REJECTED_SHOWN = 10  # files listed in a `RejectedImages` message
 
 
 def list_people(root: Path) -> dict[str, list[Path]]:

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .dataset import image_key, list_people, load_dataset
+from .dataset import image_key, list_people, load_dataset, refuse_rejected
 from .core.errors import DatatoolError, ImageError
 from .core.fsutil import (atomic_path, command_line, prepare_output_dir, read_record, write_record,
                           write_text_atomic)
@@ -184,8 +184,9 @@ def assign_splits(units: dict[str, tuple[str, int]], *, ratios: Sequence[float],
 # ----------------------------------------------------------------------------- collecting
 
 def _detection_items(root: Path, *, group_by: str, issues: list[Issue], workers: int | None = None,
-                     ) -> tuple[list[SplitItem], list[Sample]]:
+                     skip_errors: bool = False) -> tuple[list[SplitItem], list[Sample]]:
     ds = load_dataset(root)
+    refuse_rejected(ds, skip_errors=skip_errors)
     issues.extend(i for i in ds.issues if i.severity == "error")
     unlabeled = [s for s in ds.samples if not s.labeled]
     for s in unlabeled:
@@ -429,7 +430,7 @@ def split(root: Path, *, out: Path, ratios: Sequence[float] | str = (0.7, 0.15, 
           group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
           task: str = "detection", overwrite: bool = False, workers: int | None = None,
           progress: bool = True, group_near_duplicates: bool = False,
-          near_dup_distance: int = DEFAULT_DISTANCE) -> SplitSummary:
+          near_dup_distance: int = DEFAULT_DISTANCE, skip_errors: bool = False) -> SplitSummary:
     """Split the dataset at `root` into `out/{train,val,test}-*.tfrecord`, `split.csv`, `dataset.json`.
 
     - `task="detection"`: labelme images (unlabeled ones excluded and reported); negatives
@@ -439,6 +440,8 @@ def split(root: Path, *, out: Path, ratios: Sequence[float] | str = (0.7, 0.15, 
     - `group_by`: `"group"` or `"session"` (see module docstring for the assignment).
     - `shards`: `"auto"` or a number of shards per split. `max_side`: longest side in pixels.
     - `group_near_duplicates`: merge units that hold near-duplicate images (detection only).
+    - `skip_errors`: leave out (and list as excluded) images whose labelme JSON has an error;
+      without it such an image stops the split before anything is written (`RejectedImages`).
     Refuses a non-empty `out` unless `overwrite` (then stale shards from an earlier run are
     removed once the new ones are complete). Returns a `SplitSummary`.
     `split` = `write_split(plan_split(...), out=...)`: plan (read, check, assign), then write.
@@ -447,7 +450,7 @@ def split(root: Path, *, out: Path, ratios: Sequence[float] | str = (0.7, 0.15, 
         raise DatatoolError(f"{out}: --out must not be the dataset folder itself")
     plan = plan_split(root, ratios=ratios, seed=seed, group_by=group_by, shards=shards, max_side=max_side,
                       task=task, workers=workers, group_near_duplicates=group_near_duplicates,
-                      near_dup_distance=near_dup_distance)
+                      near_dup_distance=near_dup_distance, skip_errors=skip_errors)
     return write_split(plan, out=out, overwrite=overwrite, workers=workers, progress=progress)
 
 
@@ -474,7 +477,7 @@ class SplitPlan:
 def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15), seed: int = 0,
                group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
                task: str = "detection", workers: int | None = None, group_near_duplicates: bool = False,
-               near_dup_distance: int = DEFAULT_DISTANCE) -> SplitPlan:
+               near_dup_distance: int = DEFAULT_DISTANCE, skip_errors: bool = False) -> SplitPlan:
     """Read and check the dataset, assign every image to a split and a shard (see `split`)."""
     root = Path(root)
     if group_near_duplicates:
@@ -503,7 +506,8 @@ def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15),
 
     issues: list[Issue] = []
     if task == "detection":
-        items, _unlabeled = _detection_items(root, group_by=group_by, issues=issues, workers=workers)
+        items, _unlabeled = _detection_items(root, group_by=group_by, issues=issues, workers=workers,
+                                             skip_errors=skip_errors)
         labels = sorted({b.label for it in items for b in it.sample.boxes} - {"face"})
         label_map = {"face": 1, **{name: k + 2 for k, name in enumerate(labels)}}
         names: list[str] = []

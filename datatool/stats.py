@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .dataset import list_people, load_dataset
+from .dataset import list_people, load_dataset, refuse_rejected
 
 PLOTS = ("faces_per_image.png", "box_size.png", "box_aspect.png", "box_centers.png", "image_sizes.png",
          "people.png")
@@ -26,10 +26,15 @@ def _describe(values) -> dict:
             "p75": float(q[3]), "max": float(q[4]), "mean": float(a.mean())}
 
 
-def dataset_stats(root: Path) -> dict:
-    """Statistics of the dataset at `root` as a JSON-ready dict (raw value lists under `_values`)."""
+def dataset_stats(root: Path, *, skip_errors: bool = False) -> dict:
+    """Statistics of the dataset at `root` as a JSON-ready dict (raw value lists under `_values`).
+
+    An annotated image whose labelme JSON has an error raises `RejectedImages` (it is neither a
+    face image nor a negative), unless `skip_errors`: then it is left out and listed under
+    `rejected`."""
     root = Path(root)
     ds = load_dataset(root)
+    rejected = refuse_rejected(ds, skip_errors=skip_errors)
     labeled = ds.labeled
     faces_per_image = [len(s.boxes) for s in labeled]
     box_w, box_h, rel_w, rel_h, aspect, cx, cy, rel_side = [], [], [], [], [], [], [], []
@@ -70,6 +75,7 @@ def dataset_stats(root: Path) -> dict:
         "image_height_px": _describe([s.height for s in ds.samples]),
         "people": people,
         "orphan_jsons": len(ds.orphan_jsons),
+        "rejected": [str(p) for p in rejected],
         "issues": {k: severity.get(k, 0) for k in ("error", "warning", "info")},
         "_values": {"faces_per_image": faces_per_image, "box_relative_size": rel_side, "rel_w": rel_w,
                     "rel_h": rel_h, "aspect": aspect, "cx": cx, "cy": cy,

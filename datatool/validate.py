@@ -44,6 +44,7 @@ from .core.quality import QualityThresholds, measure, quality_issues, quality_ta
 from .core.sample import Sample
 from .dataset import FORMATS, PEOPLE, images_dir, list_people, orphan_json_issue, unsupported_image_beside, walk
 from .formats import labelme
+from .formats._io import size_text
 
 DEFAULT_MIN_FACE = 10.0  # pixels; WIDER FACE's "hard" faces start around this size
 DEFAULT_IMBALANCE = 3.0  # largest / smallest number of crops per person before a warning
@@ -253,7 +254,7 @@ def _check_labelme_file(jp: Path, data: dict, image: Path, key: str, facts: Imag
                   "exif-rotated-size"))
     elif facts is not None and (stated_w, stated_h) != (facts.width, facts.height):
         add(Issue("error", name, "imageWidth/imageHeight",
-                  f"JSON says {stated_w}x{stated_h} but {image.name} is {facts.width}x{facts.height} "
+                  f"JSON says {size_text(stated_w, stated_h)} but {image.name} is {facts.width}x{facts.height} "
                   "(labelme refuses to open a file whose sizes disagree)",
                   "size-mismatch", fixable=True))
 

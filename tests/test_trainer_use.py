@@ -103,8 +103,12 @@ def test_predict_annotates_images_folders_and_videos(trained_run, tmp_path):
         writer.write(np.full((48, 64, 3), 40 * k, np.uint8))
     writer.release()
     out = tmp_path / "pred"
-    result = _invoke("predict", trained_run, folder, single, video, "--out", out, "--threshold", "0.0")
-    assert "8 images/frames" in result.output  # 3 + 1 images + 4 frames; the broken file is reported
+    result = CliRunner().invoke(cli, ["predict", str(trained_run), str(folder), str(single), str(video), "--out",
+                                      str(out), "--threshold", "0.0"])
+    assert "8 images/frames" in result.output  # 3 + 1 images + 4 frames done, then the broken file named: exit 1
+    assert result.exit_code == 1 and f"Error: {folder / 'broken.jpg'}: " in result.output  # reason: core.images'
+    assert result.output.endswith(f"; 1 of 5 images could not be read and were skipped (listed in "
+                                  f"{out / 'problems.txt'})\n"), result.output
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     full = json.loads((out / "predictions.json").read_text())
     # the CSV is the JSON without its per-face list

@@ -225,8 +225,14 @@ def predict(run, inputs, out, threshold, source, detector, mode, max_distance, m
         return
     if not inputs:
         raise click.UsageError("nothing to predict: give images, folders or videos (or --source CAMERA)")
+    from .predict import UnreadableImages
+
     out = out or Path(run) / "predictions"
-    rows = task.predict(run, inputs, out=out, threshold=threshold, overwrite=overwrite, **options)
+    try:
+        rows = task.predict(run, inputs, out=out, threshold=threshold, overwrite=overwrite, **options)
+    except UnreadableImages as e:  # the others are done: say so, then exit 1 naming the bad file
+        click.echo(task.predict_summary(e.rows, threshold=threshold, out=out))
+        raise
     click.echo(task.predict_summary(rows, threshold=threshold, out=out))
 
 

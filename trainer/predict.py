@@ -116,7 +116,27 @@ def predict_paths(run: Path, inputs, *, out: Path, threshold: float = 0.5, overw
     write_tables(rows, out)
     if problems:
         write_text_atomic(out / "problems.txt", "\n".join(problems) + "\n")
+    refuse_unreadable(problems, total=len(images), out=out, rows=rows)
     return rows
+
+
+class UnreadableImages(DatatoolError):
+    """Some input images could not be decoded; `rows` holds the predictions made for the others
+    (written already), so the CLI can print its summary before the error."""
+
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message)
+        self.rows = rows
+
+
+def refuse_unreadable(unreadable: list[str], *, total: int, out: Path, rows: list[dict]) -> None:
+    """After the readable images are predicted and written: `UnreadableImages` (exit 1) naming
+    the first image that could not be decoded, and how many, if any - a corrupt or truncated
+    file is never passed over in silence."""
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise UnreadableImages(f"{unreadable[0]}{more}; {len(unreadable)} of {total} images could not be read and "
+                               f"were skipped (listed in {Path(out) / 'problems.txt'})", rows)
 
 
 def predict_video(detector, path: Path, dest: Path, *, threshold: float, batch_size: int = 16,

@@ -184,7 +184,7 @@ def predict_identity_paths(run: Path, inputs, *, out: Path, threshold: float = 0
     from datatool.core.fsutil import prepare_output_dir, write_text_atomic
     from datatool.core.images import load_rgb
 
-    from .predict import collect_inputs
+    from .predict import collect_inputs, refuse_unreadable
 
     items = collect_inputs(inputs)
     videos = [str(p) for p, _, kind in items if kind == "video"]
@@ -195,12 +195,13 @@ def predict_identity_paths(run: Path, inputs, *, out: Path, threshold: float = 0
     margin = training_margin(recognizer.config, DEFAULT_MARGIN) if margin is None else margin
     found = open_detector(detector, run=run)
     out = prepare_output_dir(Path(out), overwrite=overwrite)
-    rows, problems = [], []
+    rows, problems, unreadable = [], [], []
     for path, name, _ in tqdm(items, desc="images", unit="img", disable=not progress):
         try:
             rgb = load_rgb(path)
         except DatatoolError as e:  # a corrupt file is reported, the others go on
             problems.append(str(e))
+            unreadable.append(str(e))
             continue
         h, w = rgb.shape[:2]
         faces = find_faces(found, rgb, margin=margin, size=recognizer.size)
@@ -222,6 +223,7 @@ def predict_identity_paths(run: Path, inputs, *, out: Path, threshold: float = 0
     write_text_atomic(out / "predictions.json", json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
     if problems:
         write_text_atomic(out / "problems.txt", "\n".join(problems) + "\n")
+    refuse_unreadable(unreadable, total=len(items), out=out, rows=rows)
     return rows
 
 
@@ -280,7 +282,7 @@ def enroll_person(run: Path, person: str, inputs, *, overwrite: bool = False, de
     from datatool.core.faces import DEFAULT_MARGIN
 
     from .models import load_run
-    from .predict import collect_inputs
+    from .predict import collect_inputs, refuse_unreadable
 
     t0 = time.perf_counter()
     E.check_person(person)

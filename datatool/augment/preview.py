@@ -28,6 +28,7 @@ class Preview:
     height: int
     titles: tuple[str, ...]
     unreadable: tuple[str, ...] = ()
+    rejected: tuple[str, ...] = ()  # labelme JSONs with errors, left out (skip_errors)
 
 
 def _title(prefix: str, name: str) -> str:
@@ -62,22 +63,29 @@ def _placeholder(cell: int):
     return img
 
 
-def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL, recipe=None):
+def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL, recipe=None,
+                  skip_errors: bool = False, rejected: list | None = None):
     """The contact sheet (RGB uint8 array), the cells' titles and the unreadable files (each
     `path: reason`).
+
+    An image whose labelme JSON has an error is never drawn as if it had no face: it raises
+    `RejectedImages`, unless `skip_errors` leaves it out (appended to `rejected`, if given).
 
     Without `recipe`: up to `n` images of the dataset, chosen by `seed`, sorted by key.
     With `recipe` (a name, path or `Recipe`): `n` variants of labeled images taken in an
     order shuffled by `seed` (each once before any repeats); cell i is variant i of its source,
     exactly as `augment_dataset(..., seed=seed)` would make it.
     """
-    from ..dataset import load_dataset
+    from ..dataset import load_dataset, refuse_rejected
     from ..core.draw import contact_sheet
     from ..core.images import load_rgb
 
     if n < 1:
         raise DatatoolError(f"--n must be at least 1, got {n}")
     ds = load_dataset(Path(dataset))
+    left_out = refuse_rejected(ds, skip_errors=skip_errors)
+    if rejected is not None:
+        rejected.extend(str(p) for p in left_out)
     samples = sorted(ds.samples, key=lambda s: s.image_id)
     if not samples:
         raise DatatoolError(f"{dataset}: no images to preview")
@@ -140,7 +148,7 @@ def preview_sheet(dataset: Path, *, n: int = 16, seed: int = 0, cell: int = CELL
 
 
 def write_preview(dataset: Path, grid: Path, *, n: int = 16, seed: int = 0, cell: int = CELL, recipe=None,
-                  overwrite: bool = False) -> Preview:
+                  overwrite: bool = False, skip_errors: bool = False) -> Preview:
     """Write the contact sheet of `preview_sheet` to `grid` (PNG or JPEG by extension), atomically."""
     from ..core.draw import save_rgb
 
@@ -149,6 +157,8 @@ def write_preview(dataset: Path, grid: Path, *, n: int = 16, seed: int = 0, cell
         raise OutputExistsError(f"{grid}: already exists (use --overwrite to replace it)")
     if grid.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise DatatoolError(f"{grid}: --grid must end in .png or .jpg")
-    sheet, titles, unreadable = preview_sheet(dataset, n=n, seed=seed, cell=cell, recipe=recipe)
+    rejected: list[str] = []
+    sheet, titles, unreadable = preview_sheet(dataset, n=n, seed=seed, cell=cell, recipe=recipe,
+                                              skip_errors=skip_errors, rejected=rejected)
     save_rgb(grid, sheet)
-    return Preview(grid, int(sheet.shape[1]), int(sheet.shape[0]), titles, unreadable)
+    return Preview(grid, int(sheet.shape[1]), int(sheet.shape[0]), titles, unreadable, tuple(rejected))

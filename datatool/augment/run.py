@@ -68,6 +68,7 @@ class AugmentSummary:
     issues: list = field(default_factory=list)
     manifest: Path | None = None
     record: Path | None = None
+    rejected: list[Path] = field(default_factory=list)  # labelme JSONs with errors, left out (skip_errors)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,10 +381,15 @@ def _sweep_temp_files(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def plan_augment(src: Path, *, out, recipe, factor: int, seed: int, keep_originals: bool, quality: int):
+def plan_augment(src: Path, *, out, recipe, factor: int, seed: int, keep_originals: bool, quality: int,
+                 skip_errors: bool = False):
     """Check a request and list its sources, for every runner: `(recipe, sources, summary, settings)`,
     the summary holding the dataset's issues and skipped counts, the settings what dataset.json
-    records. `out` may be a URL (a remote runner's), which cannot lie inside the local `src`."""
+    records. `out` may be a URL (a remote runner's), which cannot lie inside the local `src`.
+    An annotated image whose JSON has an error stops the run (`RejectedImages`) unless
+    `skip_errors`, which leaves it out and lists it in `summary.rejected`."""
+    from ..dataset import refuse_rejected
+
     if factor < 0:
         raise DatatoolError(f"--factor must be 0 or more, got {factor}")
     if not 1 <= quality <= 100:
@@ -398,9 +404,13 @@ def plan_augment(src: Path, *, out, recipe, factor: int, seed: int, keep_origina
 
     sources, ds = _plan(src, keep_originals=keep_originals, factor=factor)
     summary = AugmentSummary(out=out, recipe=recipe.name, recipe_sha256=recipe.sha256,
-                             issues=[i for i in ds.issues if i.severity == "error"])
+                             issues=[i for i in ds.issues if i.severity == "error"],
+                             rejected=refuse_rejected(ds, skip_errors=skip_errors))
     summary.counts["unlabeled_skipped"] = len(ds.unlabeled)
-    summary.counts["unreadable_skipped"] = len({i.file for i in summary.issues if i.code in ("bad-json", "bad-image")})
+    summary.counts["rejected_skipped"] = len(summary.rejected)
+    rejected = {str(p) for p in summary.rejected}
+    summary.counts["unreadable_skipped"] = len({i.file for i in summary.issues
+                                                if i.code == "bad-image" and i.file not in rejected})
     if not sources:
         raise DatatoolError(f"{src}: nothing to augment: no labeled images (image + labelme JSON) "
                             "and no people/NAME/*.jpg crops")
@@ -413,20 +423,22 @@ def plan_augment(src: Path, *, out, recipe, factor: int, seed: int, keep_origina
 
 def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "default", factor: int = 30,
                     seed: int = 0, workers: int | None = None, keep_originals: bool = True,
-                    overwrite: bool = False, resume: bool = False, quality: int = 95,
+                    overwrite: bool = False, resume: bool = False, quality: int = 95, skip_errors: bool = False,
                     progress: bool = False, command: str = "datatool augment") -> AugmentSummary:
     """Write `factor` augmented variants of every labeled image (and people crop) of `src` into `out`.
 
     Byte-identical outputs for any `workers`; `resume` finishes only what is missing (a variant
     is done when its image and its JSON are both there; the JSON is written first); a non-empty
     `out` is refused without `overwrite` or `resume`. Unlabeled images are skipped; unreadable
-    sources are reported in `errors`.
+    sources are reported in `errors`. An annotated image whose JSON has an error stops the run
+    before anything is written (`dataset.RejectedImages`), unless `skip_errors` leaves it out.
     """
     from ..core.fsutil import prepare_output_dir, read_record, write_record
 
     src, out = Path(src), Path(out)
     recipe, sources, summary, settings = plan_augment(src, out=out, recipe=recipe, factor=factor, seed=seed,
-                                                      keep_originals=keep_originals, quality=quality)
+                                                      keep_originals=keep_originals, quality=quality,
+                                                      skip_errors=skip_errors)
     if resume and out.is_dir() and any(out.iterdir()):
         prev = read_record(out)
         if prev is None:
@@ -477,7 +489,8 @@ def augment_dataset(src: Path, *, out: Path, recipe: str | Path | Recipe = "defa
 
 
 RECORD_COUNTS = ("sources", "people_sources", "negative_sources", "originals", "variants", "negatives_made",
-                 "redraws", "dropped", "resumed", "failed_sources", "unlabeled_skipped", "unreadable_skipped")
+                 "redraws", "dropped", "resumed", "failed_sources", "unlabeled_skipped", "unreadable_skipped",
+                 "rejected_skipped")
 
 
 def manifest_text(rows: list[dict]) -> str:

@@ -65,13 +65,15 @@ class _AugmentFn(beam.DoFn):
 
 def augment_on_beam(src: Path, *, out, recipe="default", factor: int = 30, seed: int = 0,
                     keep_originals: bool = True, overwrite: bool = False, quality: int = 95,
-                    beam_options: str | None = None, command: str = "datatool augment") -> AugmentSummary:
+                    skip_errors: bool = False, beam_options: str | None = None,
+                    command: str = "datatool augment") -> AugmentSummary:
     """`augment.augment_dataset` on Apache Beam (see module docstring); `out` may be a
     `FileSystems` URL (`gs://...`)."""
     options = pipeline_options(beam_options)  # a bad option is refused before any work
     src, out = Path(src), str(out)
     recipe, sources, summary, settings = plan_augment(src, out=out, recipe=recipe, factor=factor, seed=seed,
-                                                      keep_originals=keep_originals, quality=quality)
+                                                      keep_originals=keep_originals, quality=quality,
+                                                      skip_errors=skip_errors)
     tmp = start_output(out, overwrite=overwrite)
     opt = _RunOptions(out=Path(out), factor=factor, keep_originals=keep_originals, resume=False,
                       overwrite=overwrite, settings=Settings.of(recipe, factor=factor, seed=seed, quality=quality))

@@ -52,7 +52,7 @@ def split_on_beam(root: Path, *, out, ratios: Sequence[float] | str = (0.7, 0.15
                   group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
                   task: str = "detection", overwrite: bool = False, beam_options: str | None = None,
                   group_near_duplicates: bool = False, near_dup_distance: int = DEFAULT_DISTANCE,
-                  command: str | None = None) -> SplitSummary:
+                  skip_errors: bool = False, command: str | None = None) -> SplitSummary:
     """`split.split` on Apache Beam: the same plan, `split.csv` and records per split (see module
     docstring); `out` may be a `FileSystems` path (`gs://...`). Nothing final-named is written
     unless every record was made."""
@@ -61,7 +61,8 @@ def split_on_beam(root: Path, *, out, ratios: Sequence[float] | str = (0.7, 0.15
     if not is_url(out) and Path(out).resolve() == Path(root).resolve():
         raise DatatoolError(f"{out}: --out must not be the dataset folder itself")
     plan = plan_split(root, ratios=ratios, seed=seed, group_by=group_by, shards=shards, max_side=max_side,
-                      task=task, group_near_duplicates=group_near_duplicates, near_dup_distance=near_dup_distance)
+                      task=task, group_near_duplicates=group_near_duplicates, near_dup_distance=near_dup_distance,
+                      skip_errors=skip_errors)
     tmp = start_output(out, overwrite=overwrite)
     class_ids = None if plan.task == "identity" else plan.label_map
     errors: list = []

@@ -5,6 +5,19 @@ from __future__ import annotations
 import click
 
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace existing output files (never deletes inputs).")
+SKIP_ERRORS = click.option("--skip-errors", is_flag=True,
+                           help="Leave out images whose annotation has errors instead of stopping (they are listed).")
+
+
+def echo_rejected(rejected, *, relative_to=None) -> None:
+    """The summary line naming the annotated images left out for errors (`--skip-errors`)."""
+    if not rejected:
+        return
+    import os
+
+    names = [os.path.relpath(p, relative_to) if relative_to is not None else str(p) for p in rejected]
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    click.echo(f"left out {len(names)} annotated image(s) whose JSON has errors (--skip-errors): {shown}", err=True)
 
 
 def workers_option(help: str):

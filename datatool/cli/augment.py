@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from ._common import OVERWRITE, check_runner, print_issue_table, runner_options, workers_option
+from ._common import OVERWRITE, SKIP_ERRORS, check_runner, echo_rejected, print_issue_table, runner_options, workers_option
 
 
 def _print_recipes() -> None:
@@ -34,11 +34,12 @@ def _print_recipes() -> None:
               help="Copy the source images (with their JSON, group added) into DST too.")
 @click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run into DST: make only what is missing.")
+@SKIP_ERRORS
 @OVERWRITE
 @click.option("--list-recipes", is_flag=True, help="List the shipped recipes and exit.")
 @click.option("--show-recipe", metavar="NAME|PATH", help="Print a recipe's YAML and exit.")
 @runner_options
-def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality, resume, overwrite,
+def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality, resume, skip_errors, overwrite,
             list_recipes, show_recipe, runner, beam_options):
     """Grow a labeled dataset with reproducible, box-aware augmentation.
 
@@ -47,7 +48,8 @@ def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality
     pure function of (recipe, image bytes, variant index, --seed): reruns and any --workers give
     byte-identical files. Unlabeled images are skipped; negatives stay negatives. A variant whose
     faces were all cropped out is redrawn, or kept as a negative if the recipe says
-    `facekit: {on_empty: negative}`.
+    `facekit: {on_empty: negative}`. An image whose labelme JSON has an error (a broken shape,
+    a bad size) stops the run before anything is written, unless --skip-errors leaves it out.
 
     \b
     Example:
@@ -76,7 +78,7 @@ def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality
         raise click.UsageError("give a DATASET and --out DST (or --list-recipes / --show-recipe NAME)")
     check_runner(runner, out, beam_options, **{"--workers": workers is not None, "--resume": resume})
     kwargs = dict(out=out, recipe=recipe, factor=factor, seed=seed, keep_originals=keep_originals,
-                  overwrite=overwrite, quality=quality, command=command_line())
+                  overwrite=overwrite, quality=quality, skip_errors=skip_errors, command=command_line())
     if runner == "beam":
         from ..beam import require_beam
 
@@ -111,6 +113,7 @@ def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality
         click.echo(f"{c['resumed']} output(s) were already complete (resumed)")
     if c["unlabeled_skipped"] or c["unreadable_skipped"]:
         click.echo(f"skipped: {c['unlabeled_skipped']} unlabeled, {c['unreadable_skipped']} unreadable")
+    echo_rejected(s.rejected)
     click.echo(f"manifest: {s.manifest}   record: {s.record}")
     if s.errors:
         for e in s.errors[:20]:
@@ -126,13 +129,15 @@ def augment(dataset, out, factor, recipe, seed, workers, keep_originals, quality
 @click.option("--recipe", default=None, metavar="NAME|PATH.yaml",
               help="Show variants made on the fly with this recipe instead of the images themselves.")
 @click.option("--cell", default=256, show_default=True, type=click.IntRange(min=32), help="Cell size in pixels.")
+@SKIP_ERRORS
 @OVERWRITE
-def preview(dataset, grid, n, seed, recipe, cell, overwrite):
+def preview(dataset, grid, n, seed, recipe, cell, skip_errors, overwrite):
     """Draw a contact sheet of a dataset's images with their boxes and labels.
 
     Negatives are titled NEG, unlabeled images UNLAB, unreadable files BAD. With --recipe, each
     cell is a variant computed on the fly, exactly as `datatool augment --seed S` would write
-    it, so you can judge a recipe before augmenting.
+    it, so you can judge a recipe before augmenting. An image whose labelme JSON has an error
+    stops the preview (it would look like a negative), unless --skip-errors leaves it out.
 
     \b
     Example:
@@ -141,8 +146,10 @@ def preview(dataset, grid, n, seed, recipe, cell, overwrite):
     """
     from ..augment.preview import write_preview
 
-    p = write_preview(dataset, grid, n=n, seed=seed, cell=cell, recipe=recipe, overwrite=overwrite)
+    p = write_preview(dataset, grid, n=n, seed=seed, cell=cell, recipe=recipe, overwrite=overwrite,
+                      skip_errors=skip_errors)
     click.echo(f"{len(p.titles)} images -> {p.path} ({p.width}x{p.height})")
+    echo_rejected(p.rejected)
     if p.unreadable:
         click.echo(f"{len(p.unreadable)} unreadable:", err=True)
         for why in p.unreadable[:5]:

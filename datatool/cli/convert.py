@@ -8,7 +8,7 @@ import click
 
 from ..dataset import FORMATS
 from . import cli
-from ._common import OVERWRITE, print_issue_table
+from ._common import OVERWRITE, SKIP_ERRORS, print_issue_table
 
 TABLE_LIMIT = 20
 
@@ -33,7 +33,7 @@ def _show_issues(issues) -> None:
 @click.option("--wider-skip-invalid", is_flag=True, help="Drop faces WIDER marks invalid.")
 @click.option("--max-blur", type=click.IntRange(0, 2), default=None, metavar="0|1|2",
               help="Drop faces blurrier than this (WIDER blur: 0 clear, 1 normal, 2 heavy).")
-@click.option("--skip-errors", is_flag=True, help="Leave out samples with errors instead of stopping.")
+@SKIP_ERRORS
 @OVERWRITE
 def convert_cmd(src, out, src_format, dst_format, images, min_face, wider_skip_invalid, max_blur, skip_errors,
                 overwrite):

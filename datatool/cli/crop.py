@@ -8,7 +8,7 @@ import click
 
 from ..core.faces import DEFAULT_MARGIN, DEFAULT_SIZE
 from . import cli
-from ._common import OVERWRITE, print_issue_table
+from ._common import OVERWRITE, SKIP_ERRORS, echo_rejected, print_issue_table
 
 
 @cli.command()
@@ -30,15 +30,19 @@ from ._common import OVERWRITE, print_issue_table
 @click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")
 @click.option("--grid", "grid", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also save a contact sheet of the crops, one row per person (PNG/JPEG).")
+@SKIP_ERRORS
 @OVERWRITE
-def crop(dataset, out, person, label_as_person, allow_labels, margin, size, min_face, quality, grid, overwrite):
+def crop(dataset, out, person, label_as_person, allow_labels, margin, size, min_face, quality, grid, skip_errors,
+         overwrite):
     """Cut every labelled face of DATASET into DST/people/NAME/ for a recognizer.
 
     Crops are square (the box's longer side plus the margin, shifted to stay inside the
     photo, never stretched or padded) and named <image key stem>_<box index>.jpg. Each crop
     carries its source photo's group in the JPEG, so `split --task identity` never puts two
     crops of one photo in different splits. Negatives, unlabeled images and faces smaller
-    than --min-face are skipped and counted. Nothing is overwritten without --overwrite.
+    than --min-face are skipped and counted. An image whose labelme JSON has an error stops the
+    run before anything is written, unless --skip-errors leaves it out. Nothing is overwritten
+    without --overwrite.
 
     \b
     Example:
@@ -52,7 +56,7 @@ def crop(dataset, out, person, label_as_person, allow_labels, margin, size, min_
     refuse_existing(grid, overwrite=overwrite)
     result = crop_dataset(dataset, out=out, person=person, label_as_person=label_as_person,
                           allow_labels=allow_labels, margin=margin, size=size, min_face=min_face,
-                          quality=quality, overwrite=overwrite)
+                          quality=quality, overwrite=overwrite, skip_errors=skip_errors)
     shown = [i for i in result.issues if i.severity != "info"]
     if shown:
         click.echo(f"{len(shown)} problem(s):")
@@ -67,6 +71,7 @@ def crop(dataset, out, person, label_as_person, allow_labels, margin, size, min_
     for reason, n in result.skipped.items():
         if n:
             click.echo(f"skipped {n} {SKIP_REASONS[reason]}")
+    echo_rejected(result.rejected, relative_to=dataset)
     if grid and result.written:
         shown_n = crop_sheet(result, grid)
         click.echo(f"wrote {grid} ({shown_n} crops)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from ._common import OVERWRITE, check_runner, print_issue_table, runner_options, workers_option
+from ._common import OVERWRITE, SKIP_ERRORS, check_runner, echo_rejected, print_issue_table, runner_options, workers_option
 from .health import near_dup_option
 
 
@@ -44,16 +44,19 @@ def _shards(_ctx, _param, value: str) -> str | int:
                    "yet - validate caches them; off by default so "
                    "existing splits stay the same).")
 @near_dup_option
+@SKIP_ERRORS
 @OVERWRITE
 @runner_options
 def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, workers, group_near_duplicates,
-              near_dup_distance, overwrite, runner, beam_options):
+              near_dup_distance, skip_errors, overwrite, runner, beam_options):
     """Split DATASET into train/val/test TFRecords with no group crossing splits.
 
     Augmented variants stay in the split of their original (or, with --group-by session,
     whole capture sessions stay together); negatives (or each person, for identity) are
     spread over the splits in proportion. Images go in as upright JPEG (EXIF rotation
-    applied); unlabeled images are left out and listed in split.csv.
+    applied); unlabeled images are left out and listed in split.csv. An image whose labelme
+    JSON has an error stops the split before anything is written, unless --skip-errors leaves
+    it out (listed in split.csv too).
 
     \b
     Example:
@@ -71,7 +74,7 @@ def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, work
     check_runner(runner, out, beam_options, **{"--workers": workers is not None})
     kwargs = dict(ratios=ratios, seed=seed, group_by=group_by, shards=shards, max_side=max_side, task=task,
                   overwrite=overwrite, group_near_duplicates=group_near_duplicates,
-                  near_dup_distance=near_dup_distance)
+                  near_dup_distance=near_dup_distance, skip_errors=skip_errors)
     if runner == "beam":
         from ..beam import require_beam
 
@@ -170,8 +173,12 @@ def inspect_cmd(tfdir, grid, n, seed, json_path, near_dup_distance, strict, over
 @click.option("--plots", "plots", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for PNG histograms (faces per image, box size/aspect/centres, image sizes, people).")
 @OVERWRITE
-def stats_cmd(dataset, json_path, plots, overwrite):
+@SKIP_ERRORS
+def stats_cmd(dataset, json_path, plots, skip_errors, overwrite):
     """Summarise DATASET: images, faces per image, negatives, box sizes and positions, people.
+
+    An image whose labelme JSON has an error is neither a face image nor a negative: it stops
+    the summary (exit 1), unless --skip-errors leaves it out (and names it).
 
     \b
     Example:
@@ -182,8 +189,9 @@ def stats_cmd(dataset, json_path, plots, overwrite):
     from ..stats import PLOT_NAMES, dataset_stats, format_table, public, save_plots
 
     refuse_existing(json_path, *((plots / n for n in PLOT_NAMES) if plots else ()), overwrite=overwrite)
-    stats = dataset_stats(dataset)
+    stats = dataset_stats(dataset, skip_errors=skip_errors)
     click.echo(format_table(stats))
+    echo_rejected(stats["rejected"])
     if json_path:
         write_json_atomic(json_path, public(stats))
         click.echo(f"wrote {json_path}")

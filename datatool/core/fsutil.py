@@ -1,4 +1,5 @@
-"""File-system helpers: atomic writes, refusing to overwrite, provenance records."""
+"""File-system helpers: atomic writes, refusing to overwrite, provenance records, and the one
+safe way to parse a JSON file that came from a user (`parse_json`)."""
 
 from __future__ import annotations
 
@@ -177,8 +178,8 @@ def read_record(root: Path, name: str = RECORD_NAME) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return parse_json(path.read_text(encoding="utf-8"), path=path)
+    except (OSError, ValueError, DatatoolError):
         return None
 
 
@@ -188,3 +189,83 @@ def command_line() -> str:
 
     argv = [Path(sys.argv[0]).name] + sys.argv[1:]
     return " ".join(shlex.quote(a) for a in argv)
+
+
+# --- JSON from users ------------------------------------------------------------------------
+
+MAX_JSON_DEPTH = 100  # nesting levels; labelme and COCO files need about 5
+
+
+class _LongInteger(ValueError):
+    def __init__(self, digits: str):
+        super().__init__(digits)
+        self.digits = digits
+
+
+def _int_or_mark(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError as e:  # only Python's int-string limit gets here: the scanner matched digits
+        raise _LongInteger(text) from e
+
+
+def _long_integer_at(text: str) -> tuple[str, str, int]:
+    """`(field, where, digits)` of the first integer literal Python refuses to convert: the key
+    it is the value of (empty inside a list), `line L, column C` and its number of digits.
+    Parses again with a hook that names the literal, so the usual path (plain `json.loads`)
+    pays nothing for it."""
+    import re
+
+    try:
+        json.loads(text, parse_int=_int_or_mark)
+    except _LongInteger as e:
+        digits = e.digits
+    else:  # the first parse failed for another reason
+        return "", "", 0
+    pos = text.find(digits)
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    key = re.search(r'"((?:[^"\\]|\\.){1,100})"\s*:\s*$', text[max(0, pos - 200):pos])
+    return (key.group(1) if key else ""), f"line {line}, column {column}", len(digits.lstrip("-"))
+
+
+def _too_deep(data, limit: int) -> bool:
+    # iterative: the point is to refuse data that recursive code (repr, deepcopy, json.dumps)
+    # would choke on later
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for value in node.values() if isinstance(node, dict) else node:
+            if isinstance(value, (dict, list)):
+                stack.append((value, depth + 1))
+    return False
+
+
+def parse_json(text: str, *, path, error: type[DatatoolError] = DatatoolError):
+    """`json.loads` for a file a user gave: every way JSON text can fail becomes `error(path=...,
+    field=..., reason=...)`, one line naming the file (and the field where one is known).
+
+    Besides malformed text that covers what `json.loads` lets through as other exceptions: an
+    integer literal longer than Python converts (`ValueError`, the int-string limit; named with
+    its field, line and column) and nesting deep enough to exhaust the parser's recursion
+    (`RecursionError`). Data nested deeper than `MAX_JSON_DEPTH` is refused too, so no later
+    `repr`, copy or re-serialization can overflow. Numbers are not range-checked here: readers
+    check each field they use (`formats._io.size_problem`, `finite`).
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(path=path, reason=f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    except RecursionError as e:
+        raise error(path=path, reason=f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from e
+    except ValueError as e:
+        field, where, digits = _long_integer_at(text)
+        if not digits:
+            raise error(path=path, reason=f"not valid JSON ({e})") from e
+        raise error(path=path, field=field, reason=f"a {digits}-digit integer ({where}) is too long to read "
+                    f"(the limit is {sys.get_int_max_str_digits()} digits)") from e
+    if isinstance(data, (dict, list)) and _too_deep(data, MAX_JSON_DEPTH):
+        raise error(path=path, reason=f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return data

@@ -3,6 +3,7 @@ overwrite, copying images, number formatting, progress bars. No format knowledge
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -32,6 +33,55 @@ def read_text(path: Path, *, what: str, encoding: str = "utf-8-sig") -> str:
 
 
 LIMIT = 1e9  # no coordinate is this large; bigger numbers would overflow box arithmetic to inf
+
+
+def finite(value) -> bool:
+    """Whether `value` (from a parsed file) is a real number a float can hold: not a bool, NaN,
+    infinity, or an integer too large for a float (`math.isfinite` raises OverflowError on those)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def brief(value) -> str:
+    """A value from a file, short enough for a one-line message: `'a 400-digit integer'` for a
+    huge integer, else its repr cut to a few dozen characters (nested lists only a few levels)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 18:
+        return f"a {len(str(abs(value)))}-digit integer"
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother, short.maxlist, short.maxdict = 3, 40, 40, 6, 4
+    return short.repr(value)
+
+
+def size_text(width, height) -> str:
+    """`64x48`; values too long to sit beside an `x` are spaced: `a 400-digit integer x 48`."""
+    w, h = brief(width), brief(height)
+    return f"{w}x{h}" if len(w) <= 12 and len(h) <= 12 else f"{w} x {h}"
+
+
+def size_problem(width, height) -> str | None:
+    """Why `width` x `height` (as a file states them) cannot be an image's size, or None.
+
+    A size is two positive integers (`640.0` counts as one; some tools write floats) whose
+    product is at most `core.images.MAX_PIXELS`, the same guard every image read applies.
+    """
+    from ..core import images
+
+    def whole(v) -> bool:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v > 0
+        return isinstance(v, float) and finite(v) and v > 0 and v.is_integer()
+
+    if not (whole(width) and whole(height)):
+        return f"expected positive integers, got {brief(width)}/{brief(height)}"
+    if int(width) * int(height) > images.MAX_PIXELS:
+        return f"{size_text(width, height)} is more than {images.MAX_PIXELS} pixels"
+    return None
 
 
 def safe_key(key: str, *, where: str) -> str:

@@ -10,22 +10,22 @@ box's attributes in the annotation's `attributes` object (as CVAT does); other t
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 from ..core.errors import AnnotationError, DatatoolError, ImageError
 from ..core.images import image_size
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, labeled_with_safe_keys, progress, raise_first_error, read_text, safe_key
+from ..core.fsutil import parse_json
+from ._io import (LIMIT, brief, check_free, copy_image, finite, labeled_with_safe_keys, progress, raise_first_error,
+                  read_text, safe_key, size_problem)
 
 ANNOTATIONS = "annotations.json"
 IMAGES = "images"
 
 
 def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < LIMIT
+    return finite(v) and abs(v) < LIMIT
 
 
 def _id(v):
@@ -51,10 +51,7 @@ def read_coco(json_path: Path, images_root: Path, *, issues: list[Issue] | None 
     json_path, images_root = Path(json_path), Path(images_root)
     name = str(json_path)
     text = read_text(json_path, what="COCO file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"{name}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    data = parse_json(text, path=json_path, error=AnnotationError)
     if not isinstance(data, dict):
         raise AnnotationError(f"{name}: not a COCO file (expected an object with 'images')")
     images, annotations = _list(data, "images", name), _list(data, "annotations", name)
@@ -84,19 +81,23 @@ def read_coco(json_path: Path, images_root: Path, *, issues: list[Issue] | None 
             key = safe_key(im["file_name"], where=f"{name}: {where}.file_name")
         except AnnotationError:
             report("error", f"{where}.file_name",
-                   f"{im['file_name']!r} is not a relative path inside the images folder", "bad-image-entry")
+                   f"{brief(im['file_name'])} is not a relative path inside the images folder", "bad-image-entry")
             continue
         if im["id"] in entries:
-            report("error", f"{where}.id", f"duplicate image id {im['id']!r}", "duplicate-id")
+            report("error", f"{where}.id", f"duplicate image id {brief(im['id'])}", "duplicate-id")
             continue
         path = images_root / key
         w, h = im.get("width"), im.get("height")
-        if not (_num(w) and _num(h) and w > 0 and h > 0 and int(w) == w and int(h) == h):
-            try:  # some exporters leave sizes out; the image header has them
+        if w in (None, 0) or h in (None, 0):
+            try:  # some exporters leave sizes out (or write 0); the image header has them
                 w, h = image_size(path)
             except ImageError as e:
                 report("error", f"{where}.width", f"no valid width/height and {e}", "bad-size")
                 continue
+        problem = size_problem(w, h)
+        if problem:
+            report("error", f"{where}.width/height", problem, "bad-size")
+            continue
         entries[im["id"]] = [key, path, int(w), int(h), [], im]
 
     broken = set()  # ids of images with a bad annotation: left out whole, not with a face missing
@@ -107,17 +108,17 @@ def read_coco(json_path: Path, images_root: Path, *, issues: list[Issue] | None 
             continue
         entry = entries.get(_id(ann.get("image_id")))
         if entry is None:
-            report("error", f"{where}.image_id", f"no image with id {ann.get('image_id')!r}", "bad-annotation")
+            report("error", f"{where}.image_id", f"no image with id {brief(ann.get('image_id'))}", "bad-annotation")
             continue
         label = labels.get(_id(ann.get("category_id")))
         if label is None:
-            report("error", f"{where}.category_id", f"no category with id {ann.get('category_id')!r}",
+            report("error", f"{where}.category_id", f"no category with id {brief(ann.get('category_id'))}",
                    "bad-annotation")
             broken.add(ann["image_id"])
             continue
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_num(v) for v in bbox)):
-            report("error", f"{where}.bbox", f"expected [x, y, width, height] numbers, got {bbox!r}", "bad-box")
+            report("error", f"{where}.bbox", f"expected [x, y, width, height] numbers, got {brief(bbox)}", "bad-box")
             broken.add(ann["image_id"])
             continue
         x, y, bw, bh = bbox

@@ -16,10 +16,11 @@ import math
 from pathlib import Path
 
 from ..core.errors import AnnotationError, DatatoolError
+from ..core.fsutil import parse_json
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import (LIMIT, check_free, copy_image, labeled_with_safe_keys, num, progress, raise_first_error, read_text,
-                  safe_key)
+from ._io import (LIMIT, brief, check_free, copy_image, labeled_with_safe_keys, num, progress, raise_first_error,
+                  read_text, safe_key, size_problem)
 
 FILENAME = "annotations.csv"
 IMAGES = "images"
@@ -107,16 +108,18 @@ def _key(row: dict) -> str:
     try:
         return safe_key(row.get("image") or "", where="image")
     except AnnotationError:
-        raise _Bad("image", f"{row.get('image')!r} is not a relative path inside the images folder") from None
+        raise _Bad("image", f"{brief(row.get('image'))} is not a relative path inside the images folder") from None
 
 
 def _size(row: dict) -> tuple[int, int]:
-    try:
+    try:  # ValueError too for digits past Python's int-string limit
         width, height = int(row["width"]), int(row["height"])
     except (TypeError, ValueError):
         width = height = 0
-    if width <= 0 or height <= 0:
-        raise _Bad("width", f"expected positive integer width/height, got {row['width']!r}/{row['height']!r}")
+    problem = size_problem(width, height)
+    if problem:
+        raise _Bad("width", problem if width > 0 and height > 0 else
+                   f"expected positive integer width/height, got {brief(row['width'])}/{brief(row['height'])}")
     return width, height
 
 
@@ -130,15 +133,15 @@ def _box(row: dict) -> Box | None:
         raise _Bad("label", "empty label on a row with a box")
     for column, cell in zip(BOX_COLUMNS, cells):
         if not _is_number(cell):
-            raise _Bad(column, f"expected a number, got {row[column]!r}")
+            raise _Bad(column, f"expected a number, got {brief(row[column])}")
     attrs = {}
     if (row.get("attributes") or "").strip():
         try:
-            attrs = json.loads(row["attributes"])
-        except ValueError:
-            attrs = None
+            attrs = parse_json(row["attributes"], path="")
+        except DatatoolError as e:
+            raise _Bad("attributes", f"expected a JSON object: {e.reason}") from None
         if not isinstance(attrs, dict):
-            raise _Bad("attributes", f"expected a JSON object, got {row['attributes']!r}")
+            raise _Bad("attributes", f"expected a JSON object, got {brief(row['attributes'])}")
     return Box.from_corners(*(float(c) for c in cells), label=label, attributes=attrs)
 
 

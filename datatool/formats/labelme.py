@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ..core.errors import LabelmeLoadError
 from ..core.images import IMAGE_EXTENSIONS
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
+from ._io import brief, finite, size_problem, size_text
 
 LABELME_VERSION = "6.3.1"  # the version string we write; labelme reads any 5.x/6.x file
 FACEKIT_KEY = "facekit"
@@ -79,11 +79,9 @@ def load_json(json_path: Path) -> dict:
         raise LabelmeLoadError(path=json_path, reason="not UTF-8 text") from e
     except OSError as e:
         raise LabelmeLoadError(path=json_path, reason=str(e.strerror)) from e
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LabelmeLoadError(path=json_path,
-                               reason=f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    from ..core.fsutil import parse_json
+
+    data = parse_json(text, path=json_path, error=LabelmeLoadError)
     if not isinstance(data, dict) or "shapes" not in data:
         raise LabelmeLoadError(path=json_path, reason="not a labelme file (no top-level 'shapes' list)",
                                code="not-labelme")
@@ -91,8 +89,9 @@ def load_json(json_path: Path) -> dict:
 
 
 def _number(v) -> bool:
-    # Python's json accepts NaN and Infinity, which would otherwise reach Box (ValueError) or int()
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    # Python's json accepts NaN, Infinity and integers of any length, which would otherwise reach
+    # Box (ValueError) or float arithmetic (OverflowError)
+    return finite(v)
 
 
 def valid_points(pts) -> bool:
@@ -184,9 +183,9 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
         raise LabelmeLoadError(path=json_path, field="shapes", reason=f"expected a list, got {type(shapes).__name__}")
 
     width, height = data.get("imageWidth"), data.get("imageHeight")
-    if not (_number(width) and _number(height) and width > 0 and height > 0):
-        raise LabelmeLoadError(path=json_path, field="imageWidth/imageHeight",
-                               reason=f"expected positive numbers, got {width!r}/{height!r}")
+    problem = size_problem(width, height)
+    if problem:
+        raise LabelmeLoadError(path=json_path, field="imageWidth/imageHeight", reason=problem)
     width, height = int(width), int(height)
 
     image_field = data.get("imagePath")
@@ -203,7 +202,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
         target = image_path_target(json_path, image_field)
         fell_back = target is not None and target.name != image_path.name and not target.exists()
     if fell_back:
-        report("warning", "imagePath", f"{image_field!r} not found; using {image_path.name} beside the JSON",
+        report("warning", "imagePath", f"{brief(image_field)} not found; using {image_path.name} beside the JSON",
                "image-path-mismatch", fixable=True)
 
     boxes: list[Box] = []
@@ -213,7 +212,10 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
             report("error", where, "expected an object", "bad-shape")
             continue
         label = shape.get("label")
-        if not isinstance(label, str) or not label.strip():
+        if label is not None and not isinstance(label, str):
+            report("error", f"{where}.label", f"expected a string, got {brief(label)}", "bad-label")
+            continue
+        if not label or not label.strip():
             report("error", f"{where}.label", "missing or empty label", "bad-label")
             continue
         kind = shape.get("shape_type") or "polygon"  # labelme's default when the field is absent
@@ -238,7 +240,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
             report("warning", f"{where}.shape_type", "polygon converted to its bounding box", "polygon")
         else:
             report("error", f"{where}.shape_type",
-                   f"{kind!r} shapes are not supported (draw faces as rectangles)", "unsupported-shape")
+                   f"{brief(kind)} shapes are not supported (draw faces as rectangles)", "unsupported-shape")
             continue
         box = Box.from_corners(x1, y1, x2, y2, label=label.strip(), attributes=shape_attributes(shape))
         if not box.is_inside(width, height):
@@ -248,7 +250,7 @@ def parse_labelme(data: dict, json_path: Path, *, issues: list[Issue] | None = N
                    "box-out-of-bounds", fixable=True)
             box = clipped
         if box.width <= 0 or box.height <= 0:
-            report("error", f"{where}.points", f"zero-area box {_fmt(box)} (dropped)", "zero-area-box")
+            report("error", f"{where}.points", f"zero-area box {_fmt(box)}", "zero-area-box")
             continue
         boxes.append(box)
         if shape_index is not None:
@@ -370,7 +372,7 @@ def fix_size(data: dict, width: int, height: int) -> list[str]:
     """Set `imageWidth/imageHeight` to the image's displayed size."""
     if (data.get("imageWidth"), data.get("imageHeight")) == (width, height):
         return []
-    change = f"imageWidth/imageHeight {data.get('imageWidth')}x{data.get('imageHeight')} -> {width}x{height}"
+    change = f"imageWidth/imageHeight {size_text(data.get('imageWidth'), data.get('imageHeight'))} -> {width}x{height}"
     data["imageWidth"], data["imageHeight"] = width, height
     return [change]
 
@@ -380,7 +382,7 @@ def fix_image_path(data: dict, json_path: Path, image: Path) -> list[str]:
     if points_to(data, json_path, image):
         return []
     rel = Path(os.path.relpath(Path(image).absolute(), Path(json_path).parent.absolute())).as_posix()
-    change = f"imagePath {data.get('imagePath')!r} -> {rel!r}"
+    change = f"imagePath {brief(data.get('imagePath'))} -> {rel!r}"
     data["imagePath"] = rel
     return [change]
 

@@ -20,7 +20,8 @@ from ..core.errors import AnnotationError, DatatoolError, ImageError
 from ..core.images import IMAGE_EXTENSIONS, image_size
 from ..core.issues import Issue
 from ..core.sample import Box, Sample
-from ._io import LIMIT, check_free, copy_image, labeled_with_safe_keys, progress, raise_first_error, safe_key
+from ._io import (LIMIT, brief, check_free, copy_image, labeled_with_safe_keys, progress, raise_first_error, safe_key,
+                  size_problem)
 
 ANNOTATIONS = "Annotations"
 IMAGES = "JPEGImages"
@@ -79,6 +80,9 @@ def read_voc_xml(xml_path: Path, images_root: Path, *, key_dir: str = "",
             width, height = image_size(image_path)
         except ImageError as e:
             raise AnnotationError(f"{name}: size: no valid <width>/<height> and {e}") from e
+    problem = size_problem(width, height)
+    if problem:
+        raise AnnotationError(f"{name}: size: {problem}")
 
     boxes = []
     for i, obj in enumerate(root.findall("object")):
@@ -96,7 +100,7 @@ def read_voc_xml(xml_path: Path, images_root: Path, *, key_dir: str = "",
                     raise ValueError
             except (TypeError, ValueError):
                 coords = None
-                report("error", f"{where}.bndbox.{tag}", f"expected a number, got {text!r}", "bad-box")
+                report("error", f"{where}.bndbox.{tag}", f"expected a number, got {brief(text)}", "bad-box")
                 break
             coords.append(v)
         if coords is None:
