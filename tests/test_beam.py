@@ -140,10 +140,19 @@ def test_a_json_without_its_size_is_reported_as_on_the_local_runner(faces, tmp_p
     data = json.loads(jp.read_text())
     del data["imageWidth"]
     jp.write_text(json.dumps(data))
-    local = augment_dataset(faces, out=tmp_path / "local", factor=1, workers=1)
-    beam = augment_on_beam(faces, out=tmp_path / "beam", factor=1)
-    assert [str(i) for i in beam.issues] == [str(i) for i in local.issues]
-    assert any("img_0002.json" in str(i) and "imageWidth" in str(i) for i in beam.issues)
+    from datatool.dataset import RejectedImages
+
+    with pytest.raises(RejectedImages) as on_local:
+        augment_dataset(faces, out=tmp_path / "local", factor=1, workers=1)
+    with pytest.raises(RejectedImages) as on_beam:
+        augment_on_beam(faces, out=tmp_path / "beam", factor=1)
+    assert str(on_beam.value) == str(on_local.value)
+    assert f"{jp}: imageWidth/imageHeight" in str(on_beam.value)
+    assert not (tmp_path / "beam").exists() and not (tmp_path / "local").exists()
+    # --skip-errors: left out, named, the rest made alike
+    local = augment_dataset(faces, out=tmp_path / "local", factor=1, workers=1, skip_errors=True)
+    beam = augment_on_beam(faces, out=tmp_path / "beam", factor=1, skip_errors=True)
+    assert beam.rejected == local.rejected and [str(p) for p in beam.rejected] == [str(jp)]
     assert digests(tmp_path / "beam") == digests(tmp_path / "local")
 
 
