@@ -39,12 +39,16 @@ def _run(*args, exit_code: int):
     return out
 
 
-def _bomb_dataset(root: Path, which: str) -> Path:
-    """A dataset with one small labelled face and one labelled bomb PNG `images/big.png`."""
+def _bomb_dataset(root: Path, which: str, *, honest: bool = False) -> Path:
+    """A dataset with one small labelled face and one labelled bomb PNG `images/big.png`. Its JSON
+    claims 640x480 (a JSON stating the bomb's own size is refused from the JSON, before any image
+    is opened: `test_a_json_stating_a_bomb_size_is_refused_from_the_json`), so the image's
+    header is what each reader must refuse; `honest`: the JSON states the real size."""
     img = write_image(root / "images" / "ok.jpg", box=(8, 6, 30, 30))
     write_labelme_json(img, [(8, 6, 30, 30)], width=64, height=48)
     big = header_bomb(root / "images" / "big.png", SIDE[which], SIDE[which])
-    write_labelme_json(big, [(10, 10, 100, 100)], width=SIDE[which], height=SIDE[which])
+    side = SIDE[which] if honest else None
+    write_labelme_json(big, [(10, 10, 100, 100)], width=side or 640, height=side or 480)
     return root
 
 
@@ -131,13 +135,26 @@ def test_every_reader_names_the_bomb_and_decodes_none(tmp_path, which):
     assert "big.png,excluded,,,,bad-image" in rows
 
 
+def test_a_json_stating_a_bomb_size_is_refused_from_the_json(tmp_path):
+    ds = _bomb_dataset(tmp_path / "ds", "237", honest=True)
+    side = SIDE["237"]
+    message = (f"{ds / 'images' / 'big.json'}: imageWidth/imageHeight: {side}x{side} is more than 120000000 pixels "
+               "(set FACEKIT_MAX_PIXELS to raise the limit); the annotated image cannot be used")
+    for args in (["augment", ds, "--out", tmp_path / "aug"], ["split", ds, "--out", tmp_path / "tf"]):
+        out = _run(*args, exit_code=1)
+        assert out.startswith(f"Error: {message}")
+    assert not (tmp_path / "aug").exists() and not (tmp_path / "tf").exists()
+
+
 def test_trainer_predict_refuses_a_bomb_and_predicts_the_rest(trained_run, tmp_path):
-    from trainer.predict import predict_paths
+    from trainer.predict import UnreadableImages, predict_paths
 
     bomb = header_bomb(tmp_path / "in" / "big.png", SIDE["900"], SIDE["900"])
     write_image(tmp_path / "in" / "ok.jpg")
-    rows = predict_paths(trained_run, [tmp_path / "in"], out=tmp_path / "pred", progress=False)
-    assert [Path(r["source"]).name for r in rows] == ["ok.jpg"]
+    with pytest.raises(UnreadableImages) as info:
+        predict_paths(trained_run, [tmp_path / "in"], out=tmp_path / "pred", progress=False)
+    assert str(info.value).startswith(f"{bomb}: {EXPECTED['900']}; 1 of 2 images could not be read")
+    assert [Path(r["source"]).name for r in info.value.rows] == ["ok.jpg"]
     assert (tmp_path / "pred" / "problems.txt").read_text() == f"{bomb}: {EXPECTED['900']}\n"
 
 

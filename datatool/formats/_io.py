@@ -68,7 +68,7 @@ def size_problem(width, height) -> str | None:
     """Why `width` x `height` (as a file states them) cannot be an image's size, or None.
 
     A size is two positive integers (`640.0` counts as one; some tools write floats) whose
-    product is at most `core.images.MAX_PIXELS`, the same guard every image read applies.
+    product is at most `core.images.max_pixels()`, the same guard every image read applies.
     """
     from ..core import images
 
@@ -79,8 +79,9 @@ def size_problem(width, height) -> str | None:
 
     if not (whole(width) and whole(height)):
         return f"expected positive integers, got {brief(width)}/{brief(height)}"
-    if int(width) * int(height) > images.MAX_PIXELS:
-        return f"{size_text(width, height)} is more than {images.MAX_PIXELS} pixels"
+    limit = images.max_pixels()  # FACEKIT_MAX_PIXELS, as for every image read
+    if int(width) * int(height) > limit:
+        return f"{size_text(width, height)} is more than {limit} pixels (set FACEKIT_MAX_PIXELS to raise the limit)"
     return None
 
 
