@@ -22,8 +22,8 @@ from datatool.core.tfrecord import SPLITS, decode_image, list_shards, parse_exam
 
 TASKS = ("detection", "identity")  # the kinds of records `datatool split` writes
 NO_BOX = (-1.0, -1.0, -1.0, -1.0)
-# The training shuffle buffer. `trainer.feature_cache` replays the same shuffle over its stored
-# batches: the same buffer and seed over the same number of elements give the same permutation.
+# The training shuffle's block: records are permuted within consecutive blocks of this many
+# (`shuffle_records`). `trainer.feature_cache` replays the same shuffle over its stored batches.
 SHUFFLE_BUFFER = 2048
 
 
@@ -149,15 +149,52 @@ def model_input(frames, image_size):
     return tf.stack([resize_images(np.asarray(f), image_size) for f in frames])
 
 
+def epoch_variable(first: int = 0):
+    """The epoch a training pipeline shuffles for (`make_dataset(epoch=...)`): a `tf.Variable`
+    the pipeline reads when an epoch's iterator starts. `trainer.fit` sets it at the start of
+    every epoch; create it outside any `tf.distribute` scope (it is the input's, not a model's)."""
+    import tensorflow as tf
+
+    with tf.init_scope():
+        return tf.Variable(int(first), dtype=tf.int64, trainable=False, name="data_epoch")
+
+
+def shuffle_records(ds, *, seed: int, epoch=0):
+    """`ds` (one element per record) shuffled for `epoch` (an int, or an `epoch_variable`): each
+    block of `SHUFFLE_BUFFER` consecutive elements permuted with a stateless seed made of
+    (`seed`, epoch, block index).
+
+    Written here rather than `Dataset.shuffle(reshuffle_each_iteration=True)`: that draws each
+    epoch's order from a seed generator that advances with every iterator, so a resumed fit (a
+    new process starting at epoch k) would replay epoch 0's order. Here an epoch's order is a pure
+    function of (seed, epoch, position): a resumed fit sees the batches an uninterrupted one saw,
+    workers sharding by element agree on it, and `trainer.feature_cache` replays it over row
+    indices (the permutation depends only on positions, never on the elements)."""
+    import tensorflow as tf
+
+    def permute(block_index, block):
+        e = tf.cast(tf.convert_to_tensor(epoch), tf.int64)  # read per block: the epoch running now
+        key = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(seed, tf.int64), e]), block_index)
+        n = tf.shape(block, out_type=tf.int64)[0]
+        return tf.gather(block, tf.random.experimental.stateless_shuffle(tf.range(n), seed=key))
+
+    return ds.batch(SHUFFLE_BUFFER).enumerate().map(permute).unbatch()
+
+
 def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, targets=box_targets,
-                 shuffle: bool = False, seed: int = 0, with_meta: bool = False):
+                 shuffle: bool = False, seed: int = 0, epoch=0, with_meta: bool = False):
     """`split` of TFDIR as batches of `(images, targets)`: images float32 0-255 `(b, s, s, 3)`.
 
     `targets(parsed record) -> {output name: tensor}`, the task's (`trainer.tasks.Task.targets`);
     default the one-box head's `box_targets` (see the module docstring).
-    shards -> interleaved records -> seeded shuffle (train) -> parse -> decode -> resize -> batch
-    -> prefetch. The order is a pure function of `seed` (deterministic interleave and maps).
+    shards -> interleaved records -> shuffle (train) -> parse -> decode -> resize -> batch ->
+    prefetch. The order is a pure function of `seed` and `epoch` (an int, or an `epoch_variable`
+    that the fit advances; see `shuffle_records`), with deterministic interleave and maps.
     `with_meta` adds a third element: `{"source_id", "boxes" (ragged, normalized), "width", "height"}`.
+
+    The pipeline starts from the list of shard files, so under a `tf.distribute` strategy with
+    several workers tf.data can give each worker its own shards (`AutoShardPolicy.FILE`, set by
+    `shard_by_file`).
     """
     import tensorflow as tf
 
@@ -166,7 +203,7 @@ def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, t
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle:
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+        ds = shuffle_records(ds, seed=seed, epoch=epoch)
 
     def load(raw):
         p = parse_example(raw)
@@ -180,6 +217,26 @@ def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, t
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ragged_batch(batch_size) if with_meta else ds.batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def shard_by_file(ds, tfdir: Path, split: str, *, workers: int, log=print):
+    """`ds` (a `make_dataset` pipeline of `split`) set to be shared out by shard file among
+    `workers` processes of a `tf.distribute` strategy (`AutoShardPolicy.FILE`: each worker reads
+    only its own files). With fewer files than workers, each worker reads every file and keeps
+    every `workers`-th record instead (`AutoShardPolicy.DATA`), said in the log; the order is the
+    same on every worker (`shuffle_records`), so they still share the records out exactly."""
+    import tensorflow as tf
+
+    files = len(shards(tfdir, split))
+    policy = tf.data.experimental.AutoShardPolicy.FILE
+    if workers > 1 and files < workers:
+        log(f"{split}: {files} shard file(s) for {workers} workers: every worker reads all of them and keeps "
+            f"its share of the records (write at least {workers} shards, `datatool split --shards {workers}`, "
+            f"to give each worker files of its own)")
+        policy = tf.data.experimental.AutoShardPolicy.DATA
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    return ds.with_options(options)
 
 
 def describe_tfdir(tfdir: Path) -> dict:
