@@ -168,7 +168,7 @@ def shuffle_records(ds, *, seed: int, epoch=0):
     epoch's order from a seed generator that advances with every iterator, so a resumed fit (a
     new process starting at epoch k) would replay epoch 0's order. Here an epoch's order is a pure
     function of (seed, epoch, position): a resumed fit sees the batches an uninterrupted one saw,
-    workers sharding by element agree on it, and `trainer.feature_cache` replays it over row
+    workers sharing the records out agree on it, and `trainer.feature_cache` replays it over row
     indices (the permutation depends only on positions, never on the elements)."""
     import tensorflow as tf
 
@@ -182,7 +182,8 @@ def shuffle_records(ds, *, seed: int, epoch=0):
 
 
 def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, targets=box_targets,
-                 shuffle: bool = False, seed: int = 0, epoch=0, with_meta: bool = False):
+                 shuffle: bool = False, seed: int = 0, epoch=0, shard: tuple[int, int] | None = None,
+                 with_meta: bool = False):
     """`split` of TFDIR as batches of `(images, targets)`: images float32 0-255 `(b, s, s, 3)`.
 
     `targets(parsed record) -> {output name: tensor}`, the task's (`trainer.tasks.Task.targets`);
@@ -192,18 +193,24 @@ def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, t
     that the fit advances; see `shuffle_records`), with deterministic interleave and maps.
     `with_meta` adds a third element: `{"source_id", "boxes" (ragged, normalized), "width", "height"}`.
 
-    The pipeline starts from the list of shard files, so under a `tf.distribute` strategy with
-    several workers tf.data can give each worker its own shards (`AutoShardPolicy.FILE`, set by
-    `shard_by_file`).
-    """
+    `shard=(workers, index)`: this worker's share of a multi-worker `tf.distribute` fit, by shard
+    file where there are enough files, else by record (`sharding`). Done here, on the file list,
+    with tf.data's auto-sharding turned off (`AutoShardPolicy.OFF`): its `FILE` rewrite refuses a
+    pipeline holding a `Dataset.range`, as `shuffle_records` does."""
     import tensorflow as tf
 
     files = [str(f) for f in shards(tfdir, split)]
+    workers, index = shard if shard is not None else (1, 0)
+    by_file = workers > 1 and sharding(tfdir, split, workers) == "file"
     ds = tf.data.Dataset.from_tensor_slices(files)
+    if by_file:
+        ds = ds.shard(workers, index)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle:
         ds = shuffle_records(ds, seed=seed, epoch=epoch)
+    if workers > 1 and not by_file:  # after the shuffle: every worker has the same order, so shares are disjoint
+        ds = ds.shard(workers, index)
 
     def load(raw):
         p = parse_example(raw)
@@ -216,27 +223,18 @@ def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, t
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ragged_batch(batch_size) if with_meta else ds.batch(batch_size)
+    if shard is not None:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def shard_by_file(ds, tfdir: Path, split: str, *, workers: int, log=print):
-    """`ds` (a `make_dataset` pipeline of `split`) set to be shared out by shard file among
-    `workers` processes of a `tf.distribute` strategy (`AutoShardPolicy.FILE`: each worker reads
-    only its own files). With fewer files than workers, each worker reads every file and keeps
-    every `workers`-th record instead (`AutoShardPolicy.DATA`), said in the log; the order is the
-    same on every worker (`shuffle_records`), so they still share the records out exactly."""
-    import tensorflow as tf
-
-    files = len(shards(tfdir, split))
-    policy = tf.data.experimental.AutoShardPolicy.FILE
-    if workers > 1 and files < workers:
-        log(f"{split}: {files} shard file(s) for {workers} workers: every worker reads all of them and keeps "
-            f"its share of the records (write at least {workers} shards, `datatool split --shards {workers}`, "
-            f"to give each worker files of its own)")
-        policy = tf.data.experimental.AutoShardPolicy.DATA
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = policy
-    return ds.with_options(options)
+def sharding(tfdir: Path, split: str, workers: int) -> str:
+    """How `workers` processes share `split` out (`make_dataset(shard=...)`): `"file"`, each
+    reads its own shard files, when there are at least as many files as workers; else
+    `"record"`, each reads every file and keeps every `workers`-th record of the same order."""
+    return "file" if workers <= 1 or len(shards(tfdir, split)) >= workers else "record"
 
 
 def describe_tfdir(tfdir: Path) -> dict:

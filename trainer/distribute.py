@@ -16,11 +16,12 @@ multi-worker fit reads the chief's run folder on every worker, so it needs a fol
 machine sees (a shared file system); a fresh one does not.
 
 This module creates the strategy and nothing else; the fit builds and compiles the model inside
-`strategy.scope()` and feeds the input sharded by file (`trainer.data.shard_by_file`).
+`strategy.scope()` and feeds each worker its share of the input (`trainer.data.make_dataset(shard=...)`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -111,3 +112,47 @@ def make_strategy(name: str, *, log=print) -> Distribution:
         log(f"strategy mirrored: {strategy.num_replicas_in_sync} replica(s) on {devices}")
         return Distribution("mirrored", strategy, strategy.num_replicas_in_sync)
     return Distribution("none", tf.distribute.get_strategy(), 1)
+
+
+@contextlib.contextmanager
+def keras_multiworker(model):
+    """Around `model.fit` under `MultiWorkerMirroredStrategy` (a no-op under any other): two
+    workarounds for Keras 3 (3.15 here), which does not support that strategy as it is
+    (keras-team/keras#20585, tensorflow/tensorflow#72388).
+
+    - Keras builds the metrics and optimizer up front by all-reducing a first batch of nested
+      tensors, which the strategy refuses ("Attempt to convert a value (PerReplica ...)"). It
+      skips that for a model that recorded no strategy and builds while tracing the train step,
+      inside the scope; the variables, made in the scope, stay distributed.
+    - Keras averages each step's logged losses and metrics (scalars) over workers with
+      `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar; here they are averaged
+      with `axis=None`, the mean over replicas, so every worker logs (and early-stops on) the
+      same values.
+
+    Written here, narrowly, because there is no public switch for either; remove it when Keras
+    handles the strategy."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()):
+        yield
+        return
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as keras_tf
+
+    original = keras_tf.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction="auto"):
+        if reduction not in ("auto", "mean"):
+            return original(values, strategy, reduction)
+        return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+
+    saved = model._distribute_strategy
+    model._distribute_strategy = None
+    keras_tf.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        keras_tf.reduce_per_replica = original
+        model._distribute_strategy = saved

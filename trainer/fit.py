@@ -48,6 +48,7 @@ from datatool.core.fsutil import command_line, prepare_output_dir, versions, wri
 
 from . import data as tdata
 from . import tasks
+from .distribute import keras_multiworker
 
 HISTORY = "history.csv"
 
@@ -392,7 +393,7 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
         # a progress bar on a terminal; one line per epoch in a log (`make demo > log`), where
         # Keras would otherwise print a line per step
         verbose = 1 if sys.stdout.isatty() else 2
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), keras_multiworker(fit_model):
         # The record pipeline has no declared length (the batch order depends on that), so Keras
         # learns the epoch's end by running out of data and warns about it: expected, not a problem.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -490,14 +491,18 @@ def _fit(tfdir: Path, run: Path, *, config: FitConfig, overwrite: bool, resume: 
 
     targets = task.targets(model, num_classes)
     epoch_variable = tdata.epoch_variable(state.get("next_epoch", 0))
-    train_ds = tdata.make_dataset(tfdir, "train", image_size=config.image_size, batch_size=config.batch_size,
-                                  targets=targets, shuffle=True, seed=config.seed, epoch=epoch_variable)
-    val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size,
-                                 targets=targets) if data_info["counts"].get("val") else None)
+    shard = None
     if dist.workers > 1:
-        train_ds = tdata.shard_by_file(train_ds, tfdir, "train", workers=dist.workers, log=log)
-        if val_ds is not None:
-            val_ds = tdata.shard_by_file(val_ds, tfdir, "val", workers=dist.workers, log=log)
+        shard = (dist.workers, dist.worker)
+        for split in ("train", "val") if data_info["counts"].get("val") else ("train",):
+            if tdata.sharding(tfdir, split, dist.workers) == "record":
+                log(f"{split}: {len(tdata.shards(tfdir, split))} shard file(s) for {dist.workers} workers: every "
+                    f"worker reads all of them and keeps its share of the records (write at least {dist.workers} "
+                    f"shards, `datatool split --shards {dist.workers}`, to give each worker files of its own)")
+    train_ds = tdata.make_dataset(tfdir, "train", image_size=config.image_size, batch_size=config.batch_size,
+                                  targets=targets, shuffle=True, seed=config.seed, epoch=epoch_variable, shard=shard)
+    val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size,
+                                 targets=targets, shard=shard) if data_info["counts"].get("val") else None)
     if val_ds is None:
         log(f"{tfdir}: no val split: checkpoints and early stopping follow the training loss")
     if not _has_tensorboard():
