@@ -272,7 +272,6 @@ class _Backup:
 
     def __new__(cls, backup_dir, *, keep: dict):
         import keras
-
         import numpy as np
 
         path = Path(backup_dir) / CALLBACK_STATE
@@ -412,7 +411,7 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     passed is then ignored) after checking TFDIR's records are the ones it started with.
     `strategy`: `trainer.distribute.STRATEGIES` (`none`: one device). On a worker other than the
     chief, `out` is only read (to resume) and the fit writes into a temporary folder, removed at
-    the end. Returns the final `config.json` contents.
+    the end. Returns the final `config.json` contents, plus `worker`: `{"index", "chief"}`.
     """
     from . import distribute
 
