@@ -320,17 +320,20 @@ def test_memory_under_the_budget_disk_over_it_and_a_damaged_disk_cache_is_recomp
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_cached_batches_come_in_the_order_of_the_shuffled_record_pipeline(detection_tfrecords, seed):
-    from trainer.data import make_dataset
+    from trainer.data import epoch_variable, make_dataset
     from trainer.feature_cache import CachedSplit, shuffled_order
 
     stored = list(make_dataset(detection_tfrecords, "train", image_size=SIZE, batch_size=16))  # as cached
     boxes = np.concatenate([t["box"].numpy() for _, t in stored])
     rows = np.arange(len(boxes), dtype=np.float32)[:, None]  # "activations": the row number
+    current = epoch_variable()  # what trainer.fit sets as each epoch begins
     cached = CachedSplit(features=rows, targets={"box": boxes}).dataset(
-        batch_size=16, order=shuffled_order(len(boxes), seed=seed))
-    records = make_dataset(detection_tfrecords, "train", image_size=SIZE, batch_size=16, shuffle=True, seed=seed)
+        batch_size=16, order=shuffled_order(len(boxes), seed=seed, epoch=current))
+    records = make_dataset(detection_tfrecords, "train", image_size=SIZE, batch_size=16, shuffle=True, seed=seed,
+                           epoch=current)
     orders = []
     for epoch in range(2):
+        current.assign(epoch)
         got = [(f.numpy(), t["box"].numpy()) for f, t in cached]
         want = np.concatenate([t["box"].numpy() for _, t in records])
         assert [len(b) for _, b in got] == [16] * (len(boxes) // 16) + ([len(boxes) % 16] if len(boxes) % 16 else [])

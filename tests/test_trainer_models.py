@@ -60,6 +60,28 @@ def test_shuffle_order_is_a_function_of_the_seed(detection_tfrecords):
     assert not np.array_equal(a, c)
 
 
+def test_each_epoch_order_is_a_function_of_seed_and_epoch_alone(detection_tfrecords):
+    """A resumed fit starts a new pipeline at epoch k: it must give what epoch k of a pipeline
+    running since epoch 0 gave (issue 14 item 7)."""
+    from trainer.data import epoch_variable, make_dataset
+
+    def order(ds):
+        return np.concatenate([t["box"].numpy() for _, t in ds])
+
+    current = epoch_variable()
+    running = make_dataset(detection_tfrecords, "train", image_size=32, batch_size=8, shuffle=True, seed=1,
+                           epoch=current)
+    epochs = []
+    for epoch in range(3):
+        current.assign(epoch)
+        epochs.append(order(running))
+    fresh = make_dataset(detection_tfrecords, "train", image_size=32, batch_size=8, shuffle=True, seed=1, epoch=2)
+    np.testing.assert_array_equal(order(fresh), epochs[2])
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    # every epoch holds every record once
+    assert sorted(map(tuple, epochs[0])) == sorted(map(tuple, epochs[1]))
+
+
 def test_task_comes_from_dataset_json_else_from_a_record(detection_tfrecords, identity_tfrecords, tmp_path):
     from trainer.data import read_task
 

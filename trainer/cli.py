@@ -12,6 +12,7 @@ from datatool.core.clikit import CONTEXT, FacekitGroup
 
 from . import __version__
 from . import tasks as T
+from .distribute import STRATEGIES
 from .export import FORMATS as EXPORT_FORMATS
 from .recognizer import MODES
 from .weights import BACKBONES
@@ -80,12 +81,17 @@ def main() -> None:
               help="Checked against the task the TFRecords hold (read from them by default).")
 @click.option("--head", type=click.Choice(T.HEADS), default=None,
               help="The task's head kind [default: " + ", ".join(f"{t}: {h}" for t, h in T.DEFAULT_HEAD.items()) + "].")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
+              help="tf.distribute strategy: mirrored (every local GPU), multiworker (several machines, from the "
+                   "TF_CONFIG environment variable; run the same command on each), none (one device), auto "
+                   "(mirrored with more than one GPU, else none). --batch-size is the global batch.")
 @OVERWRITE
 @click.option("--resume", is_flag=True, help="Continue an interrupted fit of --out from its last checkpoint "
-                                              "(with the options it started with).")
+                                              "(with the options it started with); it goes on exactly as an "
+                                              "uninterrupted fit would.")
 def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr, fine_tune_layers,
         fine_tune_epochs, fine_tune_lr, box_weight, patience, seed, feature_cache, feature_cache_ram, task, head,
-        overwrite, resume):
+        strategy, overwrite, resume):
     """Train a face detector or, on `split --task identity` records, a face recognizer (softmax
     over the people of labels.txt) on TFRecords from `datatool split`.
 
@@ -108,6 +114,8 @@ def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr
       trainer fit datasets/me-tf --out runs/one-box --head single
       trainer fit datasets/me-tf --out runs/me --resume
       trainer fit datasets/people-tf --out runs/people --task identity --image-size 160
+      TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, "task": {"type": "worker", "index": 0}}' \\
+          trainer fit datasets/me-tf --out runs/me --strategy multiworker   # and index 1 on the other machine
     """
     from .fit import FitConfig, fit as run_fit, parse_fine_tune_layers
 
@@ -117,10 +125,14 @@ def fit(tfdir, out, backbone, image_size, alpha, weights, epochs, batch_size, lr
                        patience=patience, seed=seed, task=task, head=head, feature_cache=feature_cache,
                        feature_cache_ram=feature_cache_ram)
     try:
-        record = run_fit(tfdir, out, config=config, overwrite=overwrite, resume=resume, log=click.echo)
+        record = run_fit(tfdir, out, config=config, overwrite=overwrite, resume=resume, strategy=strategy,
+                         log=click.echo)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: continue with `trainer fit {tfdir} --out {out} --resume`", err=True)
         raise SystemExit(130)
+    if not record["worker"]["chief"]:
+        click.echo(f"done: worker {record['worker']['index']} finished; the chief saved the run in its {out}")
+        return
     res = record["results"]
     click.echo(f"done: {out}/model.keras ({res['epochs']} epochs, best epoch {res['best_epoch']}); "
                f"curves in {out}/curves.png")

@@ -22,8 +22,8 @@ from datatool.core.tfrecord import SPLITS, decode_image, list_shards, parse_exam
 
 TASKS = ("detection", "identity")  # the kinds of records `datatool split` writes
 NO_BOX = (-1.0, -1.0, -1.0, -1.0)
-# The training shuffle buffer. `trainer.feature_cache` replays the same shuffle over its stored
-# batches: the same buffer and seed over the same number of elements give the same permutation.
+# The training shuffle's block: records are permuted within consecutive blocks of this many
+# (`shuffle_records`). `trainer.feature_cache` replays the same shuffle over its stored batches.
 SHUFFLE_BUFFER = 2048
 
 
@@ -149,24 +149,68 @@ def model_input(frames, image_size):
     return tf.stack([resize_images(np.asarray(f), image_size) for f in frames])
 
 
+def epoch_variable(first: int = 0):
+    """The epoch a training pipeline shuffles for (`make_dataset(epoch=...)`): a `tf.Variable`
+    the pipeline reads when an epoch's iterator starts. `trainer.fit` sets it at the start of
+    every epoch; create it outside any `tf.distribute` scope (it is the input's, not a model's)."""
+    import tensorflow as tf
+
+    with tf.init_scope():
+        return tf.Variable(int(first), dtype=tf.int64, trainable=False, name="data_epoch")
+
+
+def shuffle_records(ds, *, seed: int, epoch=0):
+    """`ds` (one element per record) shuffled for `epoch` (an int, or an `epoch_variable`): each
+    block of `SHUFFLE_BUFFER` consecutive elements permuted with a stateless seed made of
+    (`seed`, epoch, block index).
+
+    Written here rather than `Dataset.shuffle(reshuffle_each_iteration=True)`: that draws each
+    epoch's order from a seed generator that advances with every iterator, so a resumed fit (a
+    new process starting at epoch k) would replay epoch 0's order. Here an epoch's order is a pure
+    function of (seed, epoch, position): a resumed fit sees the batches an uninterrupted one saw,
+    workers sharing the records out agree on it, and `trainer.feature_cache` replays it over row
+    indices (the permutation depends only on positions, never on the elements)."""
+    import tensorflow as tf
+
+    def permute(block_index, block):
+        e = tf.cast(tf.convert_to_tensor(epoch), tf.int64)  # read per block: the epoch running now
+        key = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(seed, tf.int64), e]), block_index)
+        n = tf.shape(block, out_type=tf.int64)[0]
+        return tf.gather(block, tf.random.experimental.stateless_shuffle(tf.range(n), seed=key))
+
+    return ds.batch(SHUFFLE_BUFFER).enumerate().map(permute).unbatch()
+
+
 def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, targets=box_targets,
-                 shuffle: bool = False, seed: int = 0, with_meta: bool = False):
+                 shuffle: bool = False, seed: int = 0, epoch=0, shard: tuple[int, int] | None = None,
+                 with_meta: bool = False):
     """`split` of TFDIR as batches of `(images, targets)`: images float32 0-255 `(b, s, s, 3)`.
 
     `targets(parsed record) -> {output name: tensor}`, the task's (`trainer.tasks.Task.targets`);
     default the one-box head's `box_targets` (see the module docstring).
-    shards -> interleaved records -> seeded shuffle (train) -> parse -> decode -> resize -> batch
-    -> prefetch. The order is a pure function of `seed` (deterministic interleave and maps).
+    shards -> interleaved records -> shuffle (train) -> parse -> decode -> resize -> batch ->
+    prefetch. The order is a pure function of `seed` and `epoch` (an int, or an `epoch_variable`
+    that the fit advances; see `shuffle_records`), with deterministic interleave and maps.
     `with_meta` adds a third element: `{"source_id", "boxes" (ragged, normalized), "width", "height"}`.
-    """
+
+    `shard=(workers, index)`: this worker's share of a multi-worker `tf.distribute` fit, by shard
+    file where there are enough files, else by record (`sharding`). Done here, on the file list,
+    with tf.data's auto-sharding turned off (`AutoShardPolicy.OFF`): its `FILE` rewrite refuses a
+    pipeline holding a `Dataset.range`, as `shuffle_records` does."""
     import tensorflow as tf
 
     files = [str(f) for f in shards(tfdir, split)]
+    workers, index = shard if shard is not None else (1, 0)
+    by_file = workers > 1 and sharding(tfdir, split, workers) == "file"
     ds = tf.data.Dataset.from_tensor_slices(files)
+    if by_file:
+        ds = ds.shard(workers, index)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)), block_length=16,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle:
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+        ds = shuffle_records(ds, seed=seed, epoch=epoch)
+    if workers > 1 and not by_file:  # after the shuffle: every worker has the same order, so shares are disjoint
+        ds = ds.shard(workers, index)
 
     def load(raw):
         p = parse_example(raw)
@@ -179,7 +223,18 @@ def make_dataset(tfdir: Path, split: str, *, image_size: int, batch_size: int, t
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ragged_batch(batch_size) if with_meta else ds.batch(batch_size)
+    if shard is not None:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def sharding(tfdir: Path, split: str, workers: int) -> str:
+    """How `workers` processes share `split` out (`make_dataset(shard=...)`): `"file"`, each
+    reads its own shard files, when there are at least as many files as workers; else
+    `"record"`, each reads every file and keeps every `workers`-th record of the same order."""
+    return "file" if workers <= 1 or len(shards(tfdir, split)) >= workers else "record"
 
 
 def describe_tfdir(tfdir: Path) -> dict:

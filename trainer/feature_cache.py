@@ -25,9 +25,9 @@ goes straight to the head. Heads only: every output is cached; fine-tuning the t
 boundary layer's output plus the outputs below it. The cached model then takes a list of
 activations, in the order of the layers that make them.
 
-Order: the cached batches are drawn with the same seeded shuffle (same buffer, same seed) as
-`trainer.data.make_dataset(shuffle=True)`, over records stored in the unshuffled order, so they
-hold the same records in the same order, epoch after epoch.
+Order: the cached batches are drawn with the same shuffle (`trainer.data.shuffle_records`: same
+block, seed and epoch) as `trainer.data.make_dataset(shuffle=True)`, over records stored in the
+unshuffled order, so they hold the same records in the same order, epoch after epoch.
 
 Storage: estimated up front (records x activation size x 4 bytes). In memory when that fits in
 a share of the available RAM (`ram_fraction`, default 25%); otherwise on disk under
@@ -50,7 +50,7 @@ from pathlib import Path
 
 from datatool.core.errors import DatatoolError
 
-from .data import SHUFFLE_BUFFER  # replayed over the stored batches (see the module docstring)
+from .data import shuffle_records  # replayed over the stored batches (see the module docstring)
 
 FORMAT = 1
 CACHE_DIR = "feature_cache"
@@ -305,8 +305,7 @@ class CachedSplit:
         shapes = [tuple(a.shape[1:]) for a in arrays]
         targets = tf.nest.map_structure(tf.constant, self.targets)  # small: kept as tensors
         ds = order if order is not None else tf.data.Dataset.range(len(self))
-        # of unknown length, like the TFRecord pipeline: Keras then starts as many iterators per
-        # epoch over either, so the per-epoch reshuffles match too
+        # of unknown length, like the TFRecord pipeline: Keras then handles the epochs of either alike
         ds = ds.filter(lambda i: True).batch(batch_size)
 
         def read(idx):
@@ -320,13 +319,13 @@ class CachedSplit:
         return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def shuffled_order(n: int, *, seed: int):
-    """Row indices reshuffled at every iteration exactly as `trainer.data.make_dataset(shuffle=True,
-    seed=seed)` shuffles `n` records (same buffer, same seed). Reuse one across phases: its
-    reshuffles go on from one phase to the next as the record pipeline's do."""
+def shuffled_order(n: int, *, seed: int, epoch=0):
+    """Row indices in the order `trainer.data.make_dataset(shuffle=True, seed=seed, epoch=epoch)`
+    gives `n` records (`epoch`: an int, or the fit's `trainer.data.epoch_variable`, read as each
+    epoch starts)."""
     import tensorflow as tf
 
-    return tf.data.Dataset.range(n).shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+    return shuffle_records(tf.data.Dataset.range(n), seed=seed, epoch=epoch)
 
 
 def feature_function(extractor):
@@ -419,14 +418,15 @@ class FeatureCache:
     """
 
     def __init__(self, run: Path, *, pipelines: dict, counts: dict, fingerprint: dict, batch_size: int,
-                 seed: int = 0, ram_fraction: float = DEFAULT_RAM_FRACTION, log=print, progress: bool = True,
-                 entries: list | None = None):
+                 seed: int = 0, epoch=0, ram_fraction: float = DEFAULT_RAM_FRACTION, log=print,
+                 progress: bool = True, entries: list | None = None):
         self.root = Path(run) / CACHE_DIR
         self.pipelines = dict(pipelines)
         self.counts = {s: int(counts[s]) for s in self.pipelines}
         self.fingerprint = dict(fingerprint)
         self.batch_size = batch_size
         self.seed = seed
+        self.epoch = epoch
         self.ram_fraction = float(ram_fraction)
         self.log = log
         self.progress = progress
@@ -494,7 +494,7 @@ class FeatureCache:
                     path=str(where) if mode == "disk" or reused else None)
         self.entries.append(info)
         if self._order is None:
-            self._order = shuffled_order(self.counts["train"], seed=self.seed)
+            self._order = shuffled_order(self.counts["train"], seed=self.seed, epoch=self.epoch)
         train = stored["train"].dataset(batch_size=self.batch_size, order=self._order)
         val = stored["val"].dataset(batch_size=self.batch_size) if "val" in stored else None
         return CachedPhase(model=split.cached_model, train=train, val=val, info=info)

@@ -12,6 +12,16 @@ RUN/ holds `config.json` (written first, completed at the end), `state.json` (ph
 (lowest validation loss so far), `history.csv`, `logs/` (TensorBoard), and at the end
 `model.keras` (the best weights) and `curves.png`.
 
+Resuming is exact: the checkpoint holds the weights, the optimizer's state (its step and learning
+rate included) and the epoch (`BackupAndRestore`), plus the state of the callbacks that have one
+(early stopping's and the learning-rate schedule's counters, the best loss so far); the training
+order of an epoch is a function of the seed and the epoch alone (`trainer.data.shuffle_records`).
+So a fit interrupted and resumed ends with the history and weights of one that was not.
+
+`strategy` (`--strategy`, `trainer.distribute`) runs the fit under a `tf.distribute` strategy:
+the model is built and compiled inside its scope, the input shared out among workers by shard
+file, and only the chief writes RUN.
+
 What is built, compiled and fed as targets comes from the task's entry in `trainer.tasks` (the
 records' task and `--head`); the phases, callbacks and run folder are the same for every task.
 
@@ -28,6 +38,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +48,7 @@ from datatool.core.fsutil import command_line, prepare_output_dir, versions, wri
 
 from . import data as tdata
 from . import tasks
+from .distribute import keras_multiworker
 
 HISTORY = "history.csv"
 
@@ -232,6 +244,88 @@ def _has_tensorboard() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
+class _EpochOrder:
+    """Sets the training pipeline's epoch (`trainer.data.epoch_variable`) as each epoch begins, so
+    the pipeline shuffles for that epoch (Keras starts the epoch's iterator right after)."""
+
+    def __new__(cls, epoch_variable):
+        import keras
+
+        class EpochOrder(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                epoch_variable.assign(int(epoch))
+
+        return EpochOrder()
+
+
+CALLBACK_STATE = "callbacks.json"
+
+
+class _Backup:
+    """`keras.callbacks.BackupAndRestore` that also backs up, beside the weights, optimizer and
+    epoch, the attributes `keep` names: `{key: (callback, (attribute, ...))}` (e.g. early
+    stopping's `wait` and `best`), which Keras' callbacks reset at the start of every `fit`, and
+    the model's random state (dropout's), which Keras' weights files leave out.
+    Put it after those callbacks: it then saves what they did in the epoch, and restores after
+    they reset. Their state is saved first, tagged with its epoch, and used only when it belongs
+    to the epoch the weights are from."""
+
+    def __new__(cls, backup_dir, *, keep: dict):
+        import keras
+        import numpy as np
+
+        path = Path(backup_dir) / CALLBACK_STATE
+
+        class Backup(keras.callbacks.BackupAndRestore):
+            def on_train_begin(self, logs=None):
+                # Keras never resets the epoch a restore sets: a later phase on the same model
+                # would start from it
+                self.model._initial_epoch = None
+                super().on_train_begin(logs)
+                epoch = self.model._initial_epoch
+                if epoch is None or not path.is_file():
+                    return
+                try:
+                    saved = json.loads(path.read_text(encoding="utf-8"))
+                except ValueError:
+                    return
+                if saved.get("epoch") != epoch:
+                    return
+                for key, (callback, names) in keep.items():
+                    for name in names:
+                        if name in saved.get(key, {}):
+                            setattr(callback, name, saved[key][name])
+                generators = _seed_generators(self.model)
+                if len(saved.get("seed_generators", [])) == len(generators):
+                    for generator, value in zip(generators, saved["seed_generators"]):
+                        generator.state.assign(np.asarray(value, dtype=generator.state.dtype))
+
+            def _save_model(self):
+                Path(self.backup_dir).mkdir(parents=True, exist_ok=True)
+                state = {"epoch": self._current_epoch}
+                for key, (callback, names) in keep.items():
+                    state[key] = {name: _plain(getattr(callback, name, None)) for name in names}
+                # dropout's random state: Keras' weights files leave it out
+                state["seed_generators"] = [np.asarray(g.state.numpy()).tolist() for g in _seed_generators(self.model)]
+                write_json_atomic(path, state)
+                super()._save_model()
+
+        return Backup(str(backup_dir), delete_checkpoint=True)
+
+
+def _seed_generators(model) -> list:
+    """The random-state holders (`keras.random.SeedGenerator`, e.g. a Dropout layer's) of `model`
+    and every layer in it, in a fixed order."""
+    return [g for layer in model._flatten_layers(include_self=True) for g in layer._seed_generators]
+
+
+def _plain(value):
+    """A callback attribute as JSON keeps it (numpy scalars become Python numbers)."""
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
 class _BestWeights:
     """`ModelCheckpoint` (best weights only) that always saves `target`, the full model, even while
     `fit` runs on the feature cache's model (which shares its trainable layers)."""
@@ -247,12 +341,14 @@ class _BestWeights:
 
 
 def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index: int, initial_epoch: int,
-                config: FitConfig, state: dict, verbose="auto", extra_callbacks=(), cache=None):
+                config: FitConfig, state: dict, verbose="auto", extra_callbacks=(), cache=None,
+                epoch_variable=None):
     """One phase: compile for it and `model.fit` with the run's callbacks. Returns the next epoch.
 
     With `cache` (a `trainer.feature_cache.FeatureCache`) the frozen layers' activations are
     computed once and the trainable part is fitted on them; `model` is trained all the same (the
-    parts share their layers) and is what the best-weights checkpoint saves."""
+    parts share their layers) and is what the best-weights checkpoint saves. `epoch_variable`:
+    the training pipeline's (`trainer.data.epoch_variable`), set as each epoch begins."""
     import keras
 
     run = Path(run)
@@ -266,18 +362,24 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
     if cached is not None:
         fit_model, fit_train, fit_val = cached.model, cached.train, cached.val
     backup_dir = run / "checkpoint" / f"phase{phase_index}"
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True),
-        _BestWeights(model, str(run / "best.weights.h5"), monitor=monitor, initial_value_threshold=state.get("best")),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, config.patience // 2),
-                                          min_lr=phase["lr"] / 100),
-        keras.callbacks.CSVLogger(str(run / HISTORY), append=True),
+    best = _BestWeights(model, str(run / "best.weights.h5"), monitor=monitor,
+                        initial_value_threshold=state.get("best"))
+    early = keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience)
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, config.patience // 2),
+                                                min_lr=phase["lr"] / 100)
+    callbacks = [best, early, plateau, keras.callbacks.CSVLogger(str(run / HISTORY), append=True)]
+    if _has_tensorboard():
+        callbacks.append(keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, profile_batch=0))
+    if epoch_variable is not None:
+        callbacks.insert(0, _EpochOrder(epoch_variable))
+    callbacks += [
         _StateCallback(run, state, phase_index, monitor),
+        # after the callbacks whose state it keeps (see _Backup)
+        _Backup(backup_dir, keep={"best_weights": (best, ("best",)),
+                                  "early_stopping": (early, ("wait", "best", "best_epoch", "stopped_epoch")),
+                                  "learning_rate": (plateau, ("wait", "best", "cooldown_counter"))}),
         *extra_callbacks,
     ]
-    if _has_tensorboard():
-        callbacks.insert(5, keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False, profile_batch=0))
     meta = backup_dir / "training_metadata.json"
     if meta.is_file():
         try:
@@ -290,7 +392,7 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
         # a progress bar on a terminal; one line per epoch in a log (`make demo > log`), where
         # Keras would otherwise print a line per step
         verbose = 1 if sys.stdout.isatty() else 2
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), keras_multiworker(fit_model):
         # The record pipeline has no declared length (the batch order depends on that), so Keras
         # learns the epoch's end by running out of data and warns about it: expected, not a problem.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -301,22 +403,49 @@ def train_phase(model, train_ds, val_ds, *, run: Path, phase: dict, phase_index:
 
 
 def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, resume: bool = False,
-        verbose="auto", extra_callbacks=(), log=print) -> dict:
+        strategy: str = "none", verbose="auto", extra_callbacks=(), log=print) -> dict:
     """Train the model of TFDIR's task (`config.head` picks among its heads) on its train split
     (val for checkpoints) into the run folder `out`.
 
     `resume` continues an interrupted fit of `out` with its saved configuration (the `config`
     passed is then ignored) after checking TFDIR's records are the ones it started with.
-    Returns the final `config.json` contents.
+    `strategy`: `trainer.distribute.STRATEGIES` (`none`: one device). On a worker other than the
+    chief, `out` is only read (to resume) and the fit writes into a temporary folder, removed at
+    the end. Returns the final `config.json` contents, plus `worker`: `{"index", "chief"}`.
     """
-    import keras  # noqa: F401  (versions() records it)
+    from . import distribute
 
     tfdir, run = Path(tfdir), Path(out)
+    if not resume:
+        config.validate()
+    # first: a multi-worker strategy must set TensorFlow's runtime up before anything else uses it
+    dist = distribute.make_strategy(strategy, log=log)
+    scratch = None
+    if not dist.chief:
+        scratch = Path(tempfile.mkdtemp(prefix=f"facekit-worker{dist.worker}-"))
+        if resume:
+            if not (run / "config.json").is_file():
+                raise FitError(f"{run}: worker {dist.worker} cannot read the chief's run folder to resume it "
+                               f"(a resumed multi-worker fit needs RUN on a file system every worker sees)")
+            shutil.copytree(run, scratch, dirs_exist_ok=True, ignore=shutil.ignore_patterns("logs", "feature_cache"))
+        run, overwrite = scratch, True
+    try:
+        record = _fit(tfdir, run, config=config, overwrite=overwrite, resume=resume, dist=dist, verbose=verbose,
+                      extra_callbacks=extra_callbacks, log=log)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return {**record, "worker": {"index": dist.worker, "chief": dist.chief}}
+
+
+def _fit(tfdir: Path, run: Path, *, config: FitConfig, overwrite: bool, resume: bool, dist, verbose,
+         extra_callbacks, log) -> dict:
+    import keras  # noqa: F401  (versions() records it)
+
     if resume:
         saved, state = _load_for_resume(run)
         config = FitConfig(**saved["fit"])
     else:
-        config.validate()
         state = None
     data_info = tdata.describe_tfdir(tfdir)
     if config.task is not None and config.task != data_info["task"]:
@@ -334,7 +463,8 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     if not resume:
         prepare_output_dir(run, overwrite=overwrite)  # refuses a non-empty folder before any work
     # built before anything is written, so a failed weights download leaves no half-made run
-    model = build_model(config, num_classes=num_classes)
+    with dist.strategy.scope():
+        model = build_model(config, num_classes=num_classes)
     if resume:
         if saved["data"]["record_sha256"] != data_info["record_sha256"]:
             raise FitError(f"{tfdir}: TFRecords differ from those {run} started with "
@@ -355,41 +485,53 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
                   "fit": dataclasses.asdict(config), "phases": config.phases(),
                   "data": data_info, "outputs": dict(task.outputs),
                   "input": {"size": [config.image_size, config.image_size, 3], "range": "RGB 0-255"}}
-        write_json_atomic(run / "config.json", record)
+    record["distribute"] = dist.describe()  # how this (last) part of the fit ran
+    write_json_atomic(run / "config.json", record)
 
     targets = task.targets(model, num_classes)
+    epoch_variable = tdata.epoch_variable(state.get("next_epoch", 0))
+    shard = None
+    if dist.workers > 1:
+        shard = (dist.workers, dist.worker)
+        for split in ("train", "val") if data_info["counts"].get("val") else ("train",):
+            if tdata.sharding(tfdir, split, dist.workers) == "record":
+                log(f"{split}: {len(tdata.shards(tfdir, split))} shard file(s) for {dist.workers} workers: every "
+                    f"worker reads all of them and keeps its share of the records (write at least {dist.workers} "
+                    f"shards, `datatool split --shards {dist.workers}`, to give each worker files of its own)")
     train_ds = tdata.make_dataset(tfdir, "train", image_size=config.image_size, batch_size=config.batch_size,
-                                  targets=targets, shuffle=True, seed=config.seed)
+                                  targets=targets, shuffle=True, seed=config.seed, epoch=epoch_variable, shard=shard)
     val_ds = (tdata.make_dataset(tfdir, "val", image_size=config.image_size, batch_size=config.batch_size,
-                                 targets=targets) if data_info["counts"].get("val") else None)
+                                 targets=targets, shard=shard) if data_info["counts"].get("val") else None)
     if val_ds is None:
         log(f"{tfdir}: no val split: checkpoints and early stopping follow the training loss")
     if not _has_tensorboard():
         log("TensorBoard logs skipped: the tensorboard package is not installed (pip install tensorboard)")
     cache = _feature_cache(tfdir, run, config=config, data_info=data_info, targets=targets,
-                           num_classes=num_classes, record=record, log=log, progress=verbose != 0)
+                           num_classes=num_classes, record=record, log=log, progress=verbose != 0,
+                           epoch_variable=epoch_variable, dist=dist)
 
     phases = config.phases()
     epoch = state.get("next_epoch", 0)
     done = state.get("phases_done", 0)
-    if done:  # resuming after a finished phase: start from its weights
-        model.load_weights(str(run / "checkpoint" / f"after_phase{done - 1}.weights.h5"))
     try:
-        for k, phase in enumerate(phases):
-            weights_after = run / "checkpoint" / f"after_phase{k}.weights.h5"
-            if k < done:
-                continue
-            log(f"phase {k + 1}/{len(phases)} '{phase['name']}': backbone layers trained: "
-                f"{phase['fine_tune_layers']}, lr {phase['lr']:g}, epochs {phase['epochs']}")
-            epoch = train_phase(model, train_ds, val_ds, run=run, phase=phase, phase_index=k, initial_epoch=epoch,
-                                config=config, state=state, verbose=verbose, extra_callbacks=extra_callbacks,
-                                cache=cache)
-            model.save_weights(str(weights_after))
-            state.update(phases_done=k + 1, next_epoch=epoch)
-            state.setdefault("phase_ends", []).append(epoch)
-            _write_state(run, state)
-            if cache is not None:
-                write_json_atomic(run / "config.json", record)  # with the phase's feature_cache entry
+        with dist.strategy.scope():
+            if done:  # resuming after a finished phase: start from its weights
+                model.load_weights(str(run / "checkpoint" / f"after_phase{done - 1}.weights.h5"))
+            for k, phase in enumerate(phases):
+                weights_after = run / "checkpoint" / f"after_phase{k}.weights.h5"
+                if k < done:
+                    continue
+                log(f"phase {k + 1}/{len(phases)} '{phase['name']}': backbone layers trained: "
+                    f"{phase['fine_tune_layers']}, lr {phase['lr']:g}, epochs {phase['epochs']}")
+                epoch = train_phase(model, train_ds, val_ds, run=run, phase=phase, phase_index=k, initial_epoch=epoch,
+                                    config=config, state=state, verbose=verbose, extra_callbacks=extra_callbacks,
+                                    cache=cache, epoch_variable=epoch_variable)
+                model.save_weights(str(weights_after))
+                state.update(phases_done=k + 1, next_epoch=epoch)
+                state.setdefault("phase_ends", []).append(epoch)
+                _write_state(run, state)
+                if cache is not None:
+                    write_json_atomic(run / "config.json", record)  # with the phase's feature_cache entry
     except Exception as e:
         import tensorflow as tf
 
@@ -401,12 +543,13 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
     from .models import save_model
 
     best = run / "best.weights.h5"
-    if best.is_file():
-        with warnings.catch_warnings():
-            # the best weights are reloaded for saving only: the optimizer state is not needed
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model.load_weights(str(best))
-    save_model(model, run / "model.keras")
+    with dist.strategy.scope():
+        if best.is_file():
+            with warnings.catch_warnings():
+                # the best weights are reloaded for saving only: the optimizer state is not needed
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                model.load_weights(str(best))
+        save_model(model, run / "model.keras")
     history = read_history(run)
     try:
         plot_curves(history, run / "curves.png", phase_ends=state.get("phase_ends", []), panels=task.panels)
@@ -423,10 +566,17 @@ def fit(tfdir: Path, out: Path, *, config: FitConfig, overwrite: bool = False, r
 
 
 def _feature_cache(tfdir: Path, run: Path, *, config: FitConfig, data_info: dict, targets, num_classes: int,
-                   record: dict, log, progress: bool):
-    """The fit's `FeatureCache` (None with `feature_cache` off); its entries go to `record`."""
+                   record: dict, log, progress: bool, epoch_variable=0, dist=None):
+    """The fit's `FeatureCache` (None with `feature_cache` off, or under a strategy other than
+    `none`); its entries go to `record`."""
     if not config.feature_cache:
         log("feature cache off (--no-feature-cache): the frozen layers run on every batch")
+        return None
+    if dist is not None and dist.name != "none":
+        # the cache's batches come from one process's arrays: they are not shared out by file
+        # among workers, and its extractor runs outside the strategy
+        log(f"feature cache off under --strategy {dist.name}: the frozen layers run on every batch, "
+            f"on every replica (--strategy none uses the cache)")
         return None
     import keras
     import tensorflow as tf
@@ -443,6 +593,7 @@ def _feature_cache(tfdir: Path, run: Path, *, config: FitConfig, data_info: dict
                    "keras": keras.__version__, "tensorflow": tf.__version__}
     return FeatureCache(run, pipelines=pipelines, counts={s: data_info["counts"][s] for s in splits},
                         fingerprint=fingerprint, batch_size=config.batch_size, seed=config.seed,
+                        epoch=epoch_variable,
                         ram_fraction=config.feature_cache_ram, log=log, progress=progress,
                         entries=record.setdefault("feature_cache", []))
 
