@@ -31,13 +31,15 @@ from click.testing import CliRunner
 
 from conftest import write_image, write_labelme_json
 from datatool.cli import cli
-from datatool.core.images import MAX_PIXELS
+from datatool.core.images import MAX_PIXELS, MAX_PIXELS_ENV
 
 FACE = (8, 6, 30, 30)
 W, H = 64, 48
 FORMATS = ("labelme", "wider", "coco", "voc", "yolo", "csv")
 REJECTED, FATAL = "rejected", "fatal"
 INT_LIMIT = sys.get_int_max_str_digits()
+
+RAISE = f" (set {MAX_PIXELS_ENV} to raise the limit)"  # how every pixel-limit error ends
 
 
 # ----------------------------------------------------------------------------- the commands
@@ -200,7 +202,8 @@ CASES = [
     Case("shape-not-an-object", "shapes[0]", "expected an object",
          json_text=lambda: json.dumps(_labelme(shapes=[[8, 6, 30, 30]]))),
     # 2. hostile numbers and JSON
-    Case("width-400-digits", "imageWidth/imageHeight", f"a 400-digit integer x {H} is more than {MAX_PIXELS} pixels",
+    Case("width-400-digits", "imageWidth/imageHeight",
+         f"a 400-digit integer x {H} is more than {MAX_PIXELS} pixels{RAISE}",
          json_text=lambda: _with_width("9" * 400),
          validate=("imageWidth/imageHeight", f"JSON says a 400-digit integer x {H} but bad.jpg is {W}x{H} "
                    "(labelme refuses to open a file whose sizes disagree)")),
@@ -210,7 +213,7 @@ CASES = [
          json_text=lambda: _with_width(LONG)),
     Case("json-nested-100000-deep", "", "JSON nested too deeply (more than 100 levels)",
          json_text=lambda: _deep(json.dumps(_labelme()))),
-    Case("width-1e308", "imageWidth/imageHeight", f"1e+308x{H} is more than {MAX_PIXELS} pixels",
+    Case("width-1e308", "imageWidth/imageHeight", f"1e+308x{H} is more than {MAX_PIXELS} pixels{RAISE}",
          json_text=lambda: _with_width("1e308"),
          validate=("imageWidth/imageHeight", f"JSON says 1e+308x{H} but bad.jpg is {W}x{H} "
                    "(labelme refuses to open a file whose sizes disagree)")),
@@ -225,10 +228,10 @@ CASES = [
     Case("coco-nested-100000-deep", "", "JSON nested too deeply (more than 100 levels)",
          style=FATAL, source=_coco_source(lambda coco: _deep(json.dumps(coco))), file="annotations.json",
          commands=COCO),
-    Case("coco-width-1e308", "images[0].width/height", f"1e+308x{H} is more than {MAX_PIXELS} pixels",
+    Case("coco-width-1e308", "images[0].width/height", f"1e+308x{H} is more than {MAX_PIXELS} pixels{RAISE}",
          source=_coco_source(_coco_huge_width), file="annotations.json", commands=COCO,
          errors=2),  # and its annotation's image_id now names no image
-    Case("csv-width-400-digits", "line 2: width", f"a 400-digit integer x {H} is more than {MAX_PIXELS} pixels",
+    Case("csv-width-400-digits", "line 2: width", f"a 400-digit integer x {H} is more than {MAX_PIXELS} pixels{RAISE}",
          source=_csv_source(f"good.jpg,{'9' * 400},{H},face,8,6,30,30,,"), file="annotations.csv", commands=CSV),
     Case("csv-attributes-nested-100000-deep", "line 2: attributes",
          "expected a JSON object: JSON nested too deeply (more than 100 levels)",
