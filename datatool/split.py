@@ -570,12 +570,24 @@ def _group_near_duplicates(items: list, *, distance: int, issues: list, workers:
     return [replace(it, unit=units[it.sample.image_id]) for it in items], merged
 
 
+def shard_items(plan: SplitPlan) -> list[tuple[str, int, int, list[SplitItem]]]:
+    """Which items each shard holds, in order: `(split, shard index, shard count, items)` for
+    every shard of the plan. Every runner writes these shards, so they hold the same bytes."""
+    shards = []
+    for name in SPLITS:
+        its, n = plan.per_split[name], plan.shard_counts[name]
+        bounds = [round(i * len(its) / n) for i in range(n + 1)] if n else [0]
+        shards.extend((name, i, n, its[bounds[i]:bounds[i + 1]]) for i in range(n))
+    return shards
+
+
 def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers: int | None = None,
                 progress: bool = True) -> SplitSummary:
     """Write a `SplitPlan`: shards (temporary names, renamed together at the end), split.csv,
     labels.txt (identity) and dataset.json."""
-    import tensorflow as tf
     from tqdm import tqdm
+
+    from .core.tfrecord import RecordWriter
 
     out = Path(out)
     root, task, per_split, label_map, names = plan.root, plan.task, plan.per_split, plan.label_map, plan.names
@@ -587,12 +599,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
 
     class_ids = None if task == "identity" else label_map
     # One flat, ordered stream over every record so image preparation overlaps across shards.
-    jobs = []  # (split, shard index, shard count, item)
-    for name in SPLITS:
-        its, n = per_split[name], plan.shard_counts[name]
-        bounds = [round(i * len(its) / n) for i in range(n + 1)] if n else [0]
-        for i in range(n):
-            jobs.extend((name, i, n, it) for it in its[bounds[i]:bounds[i + 1]])
+    jobs = [(name, i, n, it) for name, i, n, its in shard_items(plan) for it in its]
 
     total = len(jobs)
 
@@ -615,7 +622,7 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
                     writer.close()
                 final = out / shard_name(name, i, n)
                 tmp = stack.enter_context(atomic_path(final))
-                writer = tf.io.TFRecordWriter(str(tmp))
+                writer = RecordWriter(tmp)
                 stack.callback(writer.close)
                 written[name].append(final.name)
                 current = (name, i)

@@ -204,11 +204,46 @@ def test_two_processes_write_the_same_shard_bytes(tmp_path):
     import sys
 
     src = make_augmented(tmp_path / "aug", originals=6)
+    # and neither imports TensorFlow (its import alone is seconds and hundreds of MB a process)
+    code = ("import atexit, sys; atexit.register(lambda: print('tensorflow imported:', 'tensorflow' in sys.modules)); "
+            "from datatool.cli import main; main()")
     for tag in ("a", "b"):
-        subprocess.run([sys.executable, "-c", "from datatool.cli import main; main()", "split", str(src),
-                        "--out", str(tmp_path / tag), "--seed", "3", "--shards", "2"], check=True, capture_output=True)
+        done = subprocess.run([sys.executable, "-c", code, "split", str(src), "--out", str(tmp_path / tag),
+                               "--seed", "3", "--shards", "2"], check=True, capture_output=True, text=True)
+        assert "tensorflow imported: False" in done.stdout, done.stdout + done.stderr
     shards = {tag: {p.name: p.read_bytes() for p in sorted((tmp_path / tag).glob("*.tfrecord"))} for tag in "ab"}
     assert len(shards["a"]) >= 3 and shards["a"] == shards["b"]
+
+
+def test_records_and_files_are_the_bytes_tensorflow_writes(tmp_path):
+    """split builds Examples and frames shards without TensorFlow (core.tfrecord): the message
+    must serialize as tf.train.Example does, and the file must be what tf.io.TFRecordWriter writes."""
+    import tensorflow as tf
+
+    from datatool.core.sample import Box, Sample
+    from datatool.core.tfrecord import RecordWriter, example_bytes
+
+    sample = Sample(Path("a/b.jpg"), 64, 48, image_id="a/b.jpg", group="g1",
+                    boxes=[Box(8, 6, 30, 30, "face"), Box(-4, 10, 80, 47, "face")])
+    ours = [example_bytes(sample, b"\xff\xd8 jpeg", width=64, height=48),
+            example_bytes(sample, b"x" * 300, width=32, height=24, identity=(2, "carol"), sha256="0" * 64)]
+    for record in ours:
+        # TensorFlow's class reads every field, and writes back the same bytes
+        assert tf.train.Example.FromString(record).SerializeToString(deterministic=True) == record
+    parsed = tf.train.Example.FromString(ours[1]).features.feature
+    assert parsed["image/class/text"].bytes_list.value == [b"carol"]
+    np.testing.assert_allclose(parsed["image/object/bbox/xmax"].float_list.value, [30 / 64, 1.0])
+
+    records = ours + [b"", b"z" * 70000]
+    with RecordWriter(tmp_path / "ours.tfrecord") as w:
+        for r in records:
+            w.write(r)
+    with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as w:
+        for r in records:
+            w.write(r)
+    assert (tmp_path / "ours.tfrecord").read_bytes() == (tmp_path / "tf.tfrecord").read_bytes()
+    read = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "ours.tfrecord"))]
+    assert read == records
 
 
 # ------------------------------------------------------------------------------ pixels and boxes
