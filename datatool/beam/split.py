@@ -1,11 +1,13 @@
 """`split_on_beam`: `datatool split --runner beam`.
 
 The driver plans exactly as the local runner does (`split.plan_split`: read, check, assign every
-image to a split and a shard count), so `split.csv` is the same file. The pipeline turns each
-image into its record with `split.record_bytes`, the function the local threads call, and Beam's
-`WriteToTFRecord` writes each split into as many shards as the plan says. Each split holds the
-same records as a local run (the same bytes); which shard a record lands in, and the order
-inside a shard, are Beam's choice.
+image to a split, and `split.shard_items`: which records each shard holds), so `split.csv` is the
+same file. The pipeline's elements are runs of at most `CHUNK` consecutive records of one shard.
+A worker turns each image into its record with `split.record_bytes`, the function the local
+threads call, and writes the run's framed records as one part file. Then one step per shard
+concatenates its parts in order (TFRecord framing is per record, so parts concatenate into a
+valid file). Only part names go through Beam's shuffle, never image bytes. Every shard holds
+the bytes the local runner writes.
 """
 
 from __future__ import annotations
@@ -17,35 +19,57 @@ from typing import Sequence
 import apache_beam as beam
 
 from . import commit, counter_values, discard, files_in, is_url, join, pipeline_options, read_bytes, \
-    run_pipeline, start_output
+    run_pipeline, start_output, write_bytes
 from ..core.errors import DatatoolError, ImageError
-from ..core.tfrecord import SHARD_RE, SPLITS
-from ..split import SplitItem, SplitSummary, finish_split, plan_split, record_bytes
+from ..core.tfrecord import SHARD_RE, SPLITS, frame_record, shard_name
+from ..split import SplitSummary, finish_split, plan_split, record_bytes, shard_items
 from ..core.neardup import DEFAULT_DISTANCE
 
 COUNTERS = "facekit.split"
 ERRORS = "errors"
+CHUNK = 64  # records per part: enough elements to keep workers busy, few enough files
 
 
-class _RecordFn(beam.DoFn):
-    """One image -> its serialized record; bad input goes to the `errors` output as the error itself."""
+class _PartFn(beam.DoFn):
+    """A run of one shard's records -> one part file of framed records, keyed by its shard; bad
+    input goes to the `errors` output as the error itself."""
 
-    def __init__(self, *, max_side: int | None, class_ids: dict | None):
-        self.max_side, self.class_ids = max_side, class_ids
+    def __init__(self, *, tmp: str, max_side: int | None, class_ids: dict | None):
+        self.tmp, self.max_side, self.class_ids = tmp, max_side, class_ids
 
-    def process(self, item: SplitItem):
-        path = item.sample.image_path
-        try:
+    def process(self, element):
+        (name, i, n), part, items = element
+        framed, counts = [], {"passthrough": 0, "reencoded": 0}
+        for item in items:
+            path = item.sample.image_path
             try:
-                data = read_bytes(str(path))
-            except OSError as e:
-                raise ImageError(path=path, reason=f"cannot read image ({e.strerror or e})") from e
-            record, passed = record_bytes(item, max_side=self.max_side, class_ids=self.class_ids, data=data)
-        except DatatoolError as e:
-            yield beam.pvalue.TaggedOutput(ERRORS, e)
-            return
-        beam.metrics.Metrics.counter(COUNTERS, "passthrough" if passed else "reencoded").inc()
-        yield record
+                try:
+                    data = read_bytes(str(path))
+                except OSError as e:
+                    raise ImageError(path=path, reason=f"cannot read image ({e.strerror or e})") from e
+                record, passed = record_bytes(item, max_side=self.max_side, class_ids=self.class_ids, data=data)
+            except DatatoolError as e:
+                yield beam.pvalue.TaggedOutput(ERRORS, e)
+                return
+            framed.append(frame_record(record))
+            counts["passthrough" if passed else "reencoded"] += 1
+        target = join(self.tmp, f"_part-{shard_name(name, i, n)}-{part:06d}")
+        write_bytes(target, b"".join(framed))
+        for key, value in counts.items():
+            beam.metrics.Metrics.counter(COUNTERS, key).inc(value)
+        yield (name, i, n), (part, target)
+
+
+def _concat_shard(keyed, *, tmp: str) -> None:
+    """One shard from its parts, in order; the parts are removed."""
+    from apache_beam.io.filesystems import FileSystems
+
+    (name, i, n), parts = keyed
+    parts = [p for _, p in sorted(parts)]
+    with FileSystems.create(join(tmp, shard_name(name, i, n))) as f:
+        for part in parts:
+            f.write(read_bytes(part))
+    FileSystems.delete(parts)
 
 
 def split_on_beam(root: Path, *, out, ratios: Sequence[float] | str = (0.7, 0.15, 0.15), seed: int = 0,
@@ -65,25 +89,19 @@ def split_on_beam(root: Path, *, out, ratios: Sequence[float] | str = (0.7, 0.15
                       skip_errors=skip_errors)
     tmp = start_output(out, overwrite=overwrite)
     class_ids = None if plan.task == "identity" else plan.label_map
-    errors: list = []
+
+    # the plan's read-ahead bytes stay on the driver: each worker reads its own images
+    parts = [((name, i, n), k, [dataclasses.replace(it, data=None) for it in items[start:start + CHUNK]])
+             for name, i, n, items in shard_items(plan) for k, start in enumerate(range(0, len(items), CHUNK))]
 
     def build(p):
-        found = []
-        for name in SPLITS:
-            n = plan.shard_counts[name]
-            if not n:
-                continue
-            # the plan's read-ahead bytes stay on the driver: each worker reads its own images
-            items = [dataclasses.replace(it, data=None) for it in plan.per_split[name]]
-            made = (p | f"{name}: images" >> beam.Create(items)
-                    | f"{name}: records" >> beam.ParDo(_RecordFn(max_side=plan.max_side, class_ids=class_ids))
-                    .with_outputs(ERRORS, main="records"))
-            made.records | f"{name}: shards" >> beam.io.WriteToTFRecord(
-                join(tmp, name), file_name_suffix=".tfrecord", num_shards=n, shard_name_template="-SSSSS-of-NNNNN")
-            found.append(made[ERRORS])
-        if found:
-            (found | "errors" >> beam.Flatten() | "collect" >> beam.combiners.ToList()
-             | "keep" >> beam.Map(errors_sink, path=join(tmp, "_errors.pickle")))
+        made = (p | "parts" >> beam.Create(parts)
+                | "records" >> beam.ParDo(_PartFn(tmp=tmp, max_side=plan.max_side, class_ids=class_ids))
+                .with_outputs(ERRORS, main="parts"))
+        (made.parts | "by shard" >> beam.GroupByKey()
+         | "shards" >> beam.Map(_concat_shard, tmp=tmp))
+        (made[ERRORS] | "collect" >> beam.combiners.ToList()
+         | "keep" >> beam.Map(errors_sink, path=join(tmp, "_errors.pickle")))
 
     try:
         result = run_pipeline(build, options)
@@ -111,8 +129,6 @@ def split_on_beam(root: Path, *, out, ratios: Sequence[float] | str = (0.7, 0.15
 def errors_sink(errors: list, *, path: str) -> None:
     """Keep the bad-input errors of a run (pickled) for the driver; only a file when there are some."""
     import pickle
-
-    from . import write_bytes
 
     if errors:
         write_bytes(path, pickle.dumps(errors))

@@ -67,9 +67,8 @@ def split_cmd(dataset, out, ratios, seed, group_by, shards, max_side, task, work
       datatool split datasets/me-aug --out datasets/me-tf --runner beam \\
           --beam-options "--direct_num_workers=2 --direct_running_mode=multi_processing"
 
-    With --runner beam, each split holds the same records (the same bytes) and split.csv is the
-    same file as with --runner local, but which shard a record lands in, and the order of records
-    inside a shard, are Beam's choice.
+    With --runner beam, the shards and split.csv are the same files, byte for byte, as with
+    --runner local.
     """
     check_runner(runner, out, beam_options, **{"--workers": workers is not None})
     kwargs = dict(ratios=ratios, seed=seed, group_by=group_by, shards=shards, max_side=max_side, task=task,
