@@ -68,17 +68,14 @@ def to_example(sample, encoded: bytes, *, width: int, height: int, image_format:
     """
     import hashlib
 
-    example = example_message()()
-    feature = example.features.feature
-
     def b(values):
-        return {"bytes_list": {"value": values}}
+        return "bytes_list", values
 
     def f(values):
-        return {"float_list": {"value": values}}
+        return "float_list", values
 
     def i(values):
-        return {"int64_list": {"value": values}}
+        return "int64_list", values
 
     sw, sh = float(sample.width), float(sample.height)
     xmin, ymin, xmax, ymax, texts, labels = [], [], [], [], [], []
@@ -108,18 +105,10 @@ def to_example(sample, encoded: bytes, *, width: int, height: int, image_format:
     if identity is not None:
         features["image/class/label"] = i([int(identity[0])])
         features["image/class/text"] = b([identity[1].encode("utf-8")])
-    for key, value in features.items():
-        _fill(feature[key], value)
+    example = example_message()()
+    for key, (kind, values) in features.items():
+        getattr(example.features.feature[key], kind).value.extend(values)
     return example
-
-
-def _fill(message, values: dict) -> None:
-    """Set a message's fields from a nested dict of lists (protobuf's own `MergeFrom`s)."""
-    for name, value in values.items():
-        if isinstance(value, dict):
-            _fill(getattr(message, name), value)
-        else:
-            getattr(message, name).extend(value)
 
 
 @functools.cache
