@@ -473,6 +473,12 @@ class SplitPlan:
     merged_units: int | None = None  # near-duplicate grouping: units merged (None: not asked for)
     near_dup_distance: int | None = None
 
+    @property
+    def class_ids(self) -> dict | None:
+        """Box label -> class id for `record_bytes`: the label map, or None for identity records
+        (their class is the person, written apart)."""
+        return None if self.task == "identity" else self.label_map
+
 
 def plan_split(root: Path, *, ratios: Sequence[float] | str = (0.7, 0.15, 0.15), seed: int = 0,
                group_by: str = "group", shards: str | int = "auto", max_side: int | None = None,
@@ -590,14 +596,13 @@ def write_split(plan: SplitPlan, *, out: Path, overwrite: bool = False, workers:
     from .core.tfrecord import RecordWriter
 
     out = Path(out)
-    root, task, per_split, label_map, names = plan.root, plan.task, plan.per_split, plan.label_map, plan.names
-    issues, warnings, max_side, ratios = plan.issues, list(plan.warnings), plan.max_side, plan.ratios
+    max_side = plan.max_side
     prepare_output_dir(out, overwrite=overwrite)
     workers = _workers(workers)
     passthrough = reencoded = 0
     written: dict[str, list[str]] = {name: [] for name in SPLITS}
 
-    class_ids = None if task == "identity" else label_map
+    class_ids = plan.class_ids
     # One flat, ordered stream over every record so image preparation overlaps across shards.
     jobs = [(name, i, n, it) for name, i, n, its in shard_items(plan) for it in its]
 

@@ -88,15 +88,13 @@ def split_on_beam(root: Path, *, out, ratios: Sequence[float] | str = (0.7, 0.15
                       task=task, group_near_duplicates=group_near_duplicates, near_dup_distance=near_dup_distance,
                       skip_errors=skip_errors)
     tmp = start_output(out, overwrite=overwrite)
-    class_ids = None if plan.task == "identity" else plan.label_map
-
     # the plan's read-ahead bytes stay on the driver: each worker reads its own images
     parts = [((name, i, n), k, [dataclasses.replace(it, data=None) for it in items[start:start + CHUNK]])
              for name, i, n, items in shard_items(plan) for k, start in enumerate(range(0, len(items), CHUNK))]
 
     def build(p):
         made = (p | "parts" >> beam.Create(parts)
-                | "records" >> beam.ParDo(_PartFn(tmp=tmp, max_side=plan.max_side, class_ids=class_ids))
+                | "records" >> beam.ParDo(_PartFn(tmp=tmp, max_side=plan.max_side, class_ids=plan.class_ids))
                 .with_outputs(ERRORS, main="parts"))
         (made.parts | "by shard" >> beam.GroupByKey()
          | "shards" >> beam.Map(_concat_shard, tmp=tmp))
