@@ -1,18 +1,21 @@
 """Benchmark: `datatool augment` against a bare augmentation loop, measured in one run.
 
-    .venv/bin/python bench/augment.py [--images 60] [--factor 10] [--recipe default] [--repeat 2]
+    .venv/bin/python bench/augment.py [--images 60] [--factor 10] [--recipe default] [--repeat 2] [--dir D]
 
 Generates 640x480 JPEGs with a face-like blob and its labelme box, then times, on the same
 recipe and the same images:
 
 - bare: the loop the seed projects write (cv2.imread once per image, then per variant
   Albumentations -> cv2.imwrite), with OpenCV pinned to one thread; no JSON, no seeds;
-- datatool augment with 1 worker (in-process) and with all cores (process pool, each worker
-  pinned to one OpenCV thread), originals not copied so both sides write the same images;
+- datatool augment with 1 worker (in-process: this thread draws the variants, a helper thread
+  encodes and writes them) and with all cores (process pool, each worker pinned to one OpenCV
+  thread), originals not copied so both sides write the same images;
 - for reference, the bare loop writing a labelme JSON beside each variant too (plain
-  json.dumps + open/write): what the output format itself costs; and the bare loop forked into
+  json.dumps + open/write): what the output format itself costs; the bare loop forked into
   one process per core, each on its share of the images: the most this machine's cores give any
-  parallel run of that loop (the ceiling for the pool). Goals are against the bare loop.
+  parallel run of that loop (the ceiling for the pool), and the same with the JSON (the ceiling
+  for any tool writing the labelme JSON beside each image); and `--workers 1` confined to one
+  core, where its helper thread cannot run beside it. Goals are against the bare loop.
 
 Prints variants/s and the ratios to the bare loop. Goals: >= 0.95x with 1 worker, >= 1.8x with
 2 workers on 2 quiet cores. Each figure is the best of --repeat runs (the machine may be shared:
@@ -106,19 +109,37 @@ def bare_loop(src: Path, out: Path, recipe_name: str, factor: int, *, with_json:
         cv2.setNumThreads(threads)
 
 
-def bare_parallel(src: Path, out: Path, recipe_name: str, factor: int, processes: int) -> int:
+def bare_parallel(src: Path, out: Path, recipe_name: str, factor: int, processes: int, *,
+                  with_json: bool = False) -> int:
     """The bare loop in `processes` forked processes, each on its share of the images: what this
     machine's cores give an embarrassingly parallel loop with no coordination at all - the
-    ceiling for `augment --workers N` (shared caches, memory bandwidth and clock limits included)."""
+    ceiling for `augment --workers N` (shared caches, memory bandwidth and clock limits included).
+    With `with_json`, the ceiling for any tool that writes the labelme JSON augment must write."""
     import multiprocessing as mp
 
     with mp.get_context("fork").Pool(processes) as pool:
-        return sum(pool.starmap(_bare_part, [(src, out, recipe_name, factor, (k, processes))
+        return sum(pool.starmap(_bare_part, [(src, out, recipe_name, factor, (k, processes), with_json)
                                              for k in range(processes)]))
 
 
-def _bare_part(src, out, recipe_name, factor, part):
-    return bare_loop(src, out, recipe_name, factor, part=part)
+def _bare_part(src, out, recipe_name, factor, part, with_json):
+    return bare_loop(src, out, recipe_name, factor, part=part, with_json=with_json)
+
+
+def on_one_core(fn, *args) -> int:
+    """`fn(*args)` in a forked process allowed only this process's first core (Linux): what a
+    run with `--workers 1` does on a one-core machine, where its helper thread has no core of
+    its own. Its CPU time reaches `cpu_seconds` as a child's once it ends."""
+    import multiprocessing as mp
+
+    core = min(os.sched_getaffinity(0))
+    with mp.get_context("fork").Pool(1) as pool:
+        return pool.apply(_pinned, (core, fn, args))
+
+
+def _pinned(core, fn, args):
+    os.sched_setaffinity(0, {core})
+    return fn(*args)
 
 
 def facekit(src: Path, out: Path, recipe_name: str, factor: int, workers: int) -> int:
@@ -143,10 +164,12 @@ def main() -> int:
     ap.add_argument("--factor", type=int, default=10)
     ap.add_argument("--recipe", default="default")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--dir", help="where the images and outputs go (default: the system's temp folder); "
+                                  "e.g. /dev/shm to leave the disk's own swings out of the figures")
     args = ap.parse_args()
 
     cores = default_workers()
-    tmp = Path(tempfile.mkdtemp(prefix="facekit-bench-augment-"))
+    tmp = Path(tempfile.mkdtemp(prefix="facekit-bench-augment-", dir=args.dir))
     try:
         src = tmp / "src"
         make_dataset(src, args.images)
@@ -155,7 +178,13 @@ def main() -> int:
                 ("bare loop + JSON", lambda o: bare_loop(src, o, args.recipe, args.factor, with_json=True))]
         if cores > 1:
             runs.append((f"augment --workers {cores}", lambda o: facekit(src, o, args.recipe, args.factor, cores)))
-            runs.append((f"bare loop x {cores} procs", lambda o: bare_parallel(src, o, args.recipe, args.factor, cores)))
+            runs.append((f"bare loop x {cores} procs",
+                         lambda o: bare_parallel(src, o, args.recipe, args.factor, cores)))
+            runs.append((f"bare + JSON x {cores} procs",
+                         lambda o: bare_parallel(src, o, args.recipe, args.factor, cores, with_json=True)))
+            if hasattr(os, "sched_setaffinity"):
+                runs.append(("augment -w 1, one core",
+                             lambda o: on_one_core(facekit, src, o, args.recipe, args.factor, 1)))
         os.sync()
         # warm-up: first calls of OpenCV/Albumentations code paths, page cache
         bare_loop(src, tmp / "warm-bare", args.recipe, 1)
@@ -175,12 +204,13 @@ def main() -> int:
                 cpu[name].append((cpu_seconds() - c) / n)
         base, base_cpu = max(rates["bare loop"]), min(cpu["bare loop"])
         print(f"augment benchmark: {args.images} images 640x480 x {args.factor} variants, recipe {args.recipe}, "
+              f"in {tmp.parent}, "
               f"{cores} cores, best of {args.repeat}, load average {load_before:.2f} before, "
               f"{os.getloadavg()[0]:.2f} after")
         for name, _ in runs:
             r, c = max(rates[name]), min(cpu[name])
             first = f"   (first run {rates[name][0] / base:.2f}x)" if len(runs) > 3 and name == runs[3][0] else ""
-            print(f"  {name:<22} {r:8.1f} variants/s {r / base:5.2f}x bare loop   CPU {c * 1e3:5.2f} ms/variant "
+            print(f"  {name:<24} {r:8.1f} variants/s {r / base:5.2f}x bare loop   CPU {c * 1e3:5.2f} ms/variant "
                   f"({base_cpu / c:4.2f}x){first}")
         print("goals: >= 0.95x with 1 worker, >= 1.80x with 2 workers on 2 quiet cores")
     finally:

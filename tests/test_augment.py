@@ -545,6 +545,7 @@ def test_the_task_functions_make_exactly_the_files_augment_writes(tiny_dataset, 
     # The per-source functions are the seam a distributed runner calls: pure, picklable in and
     # out, and what they return is byte for byte what the local runner writes.
     import pickle
+    from concurrent.futures import ThreadPoolExecutor
 
     from datatool.augment import (ImageSource, PersonSource, Settings, augment_labelled_image,
                                   augment_person_crop)
@@ -568,6 +569,8 @@ def test_the_task_functions_make_exactly_the_files_augment_writes(tiny_dataset, 
         assert pickle.loads(pickle.dumps(result)) == result
         again = augment_labelled_image(task, settings=settings, pipeline=build_pipeline(recipe))
         assert again == result  # pure: a fresh pipeline, the same bytes
+        with ThreadPoolExecutor(1) as encoder:  # JPEGs encoded in another thread: the same bytes
+            assert augment_labelled_image(task, settings=settings, pipeline=pipeline, encoder=encoder) == result
         for o in result.outputs:
             made[o.rel] = hashlib.sha256(o.image).hexdigest()
             made[o.rel.rsplit(".", 1)[0] + ".json"] = hashlib.sha256(o.json_text.encode()).hexdigest()
@@ -576,6 +579,8 @@ def test_the_task_functions_make_exactly_the_files_augment_writes(tiny_dataset, 
                           {"session": "s1", "person": "bob"}, (0, 1, 2))
     result = augment_person_crop(person, settings=settings, pipeline=pipeline)
     assert all(o.json_text is None for o in result.outputs)
+    with ThreadPoolExecutor(1) as encoder:
+        assert augment_person_crop(person, settings=settings, pipeline=pipeline, encoder=encoder) == result
     for o in result.outputs:
         made[o.rel] = hashlib.sha256(o.image).hexdigest()
         rows.append(dict(o.row))

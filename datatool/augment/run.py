@@ -152,10 +152,10 @@ class _Made:
     counts: Counter
 
 
-def _make(source: _Source, opt: _RunOptions, pipeline, *, read=None) -> _Made | dict:
-    """Read one source (with `read(path) -> bytes` if given) and run its task function; a failure
-    comes back as its result (see `_failed`). One odd source is reported and skipped, never stops
-    the others."""
+def _make(source: _Source, opt: _RunOptions, pipeline, *, read=None, encoder=None) -> _Made | dict:
+    """Read one source (with `read(path) -> bytes` if given) and run its task function (its JPEGs
+    encoded in `encoder`, an Executor, if given); a failure comes back as its result (see
+    `_failed`). One odd source is reported and skipped, never stops the others."""
     try:
         try:
             data = read(source.path) if read else source.path.read_bytes()
@@ -172,10 +172,10 @@ def _make(source: _Source, opt: _RunOptions, pipeline, *, read=None) -> _Made | 
 
             task = PersonSource(source.rel, data, capture_info(source.path) or {}, variants, original,
                                 str(source.path))
-            result = augment_person_crop(task, settings=opt.settings, pipeline=pipeline)
+            result = augment_person_crop(task, settings=opt.settings, pipeline=pipeline, encoder=encoder)
         else:
             task = ImageSource(source.rel, data, source.sample, variants, original, str(source.path))
-            result = augment_labelled_image(task, settings=opt.settings, pipeline=pipeline)
+            result = augment_labelled_image(task, settings=opt.settings, pipeline=pipeline, encoder=encoder)
         return _Made(source, result, rows, counts)
     except Exception as e:  # noqa: BLE001 - one odd image must not stop the other thousands
         return _failed(source, e)
@@ -295,10 +295,14 @@ def _process_pool(sources, *, recipe: Recipe, opt: _RunOptions, workers: int):
 def _in_process(sources, *, recipe: Recipe, opt: _RunOptions):
     """The same work in this process, OpenCV pinned to one thread as in a pool process.
 
-    One writer thread writes a source's files while the next source is made: writing a file is
-    mostly a system call, which runs beside the pixel work instead of after it. At most one
-    source waits to be written. The writer is never interrupted by Ctrl-C (only this thread
-    gets it), so a source's files are always written whole; leaving waits for it."""
+    One helper thread JPEG-encodes each variant and writes each source's files while this thread
+    draws the next variants: encoding (in OpenCV) and writing (system calls) leave the GIL, so
+    they run beside the pixel work instead of after it, on a second core where there is one.
+    The bytes are the same as a pool worker's. At most one source waits to be written and four
+    variants to be encoded. On one core the helper only writes (encoding there would just
+    take turns with this thread, at the cost of the switches). The helper is never interrupted
+    by Ctrl-C (only this thread gets it), so a source's files are always written whole; leaving
+    waits for it."""
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2
@@ -308,9 +312,10 @@ def _in_process(sources, *, recipe: Recipe, opt: _RunOptions):
     pipeline = build_pipeline(recipe)
 
     def results(writer):
+        encoder = writer if default_workers() > 1 else None
         writing = None
         for s in sources:
-            made = _make(s, opt, pipeline)
+            made = _make(s, opt, pipeline, encoder=encoder)
             if writing is not None:
                 yield writing.result()
             writing = writer.submit(_write, made, opt)
@@ -318,7 +323,7 @@ def _in_process(sources, *, recipe: Recipe, opt: _RunOptions):
             yield writing.result()
 
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment-writer") as writer:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment-helper") as writer:
             yield results(writer)
     finally:
         cv2.setNumThreads(threads)

@@ -11,7 +11,9 @@ every variant's seed), they touch no file and keep no state. Their inputs and re
 picklable values, so any runner can call them: the local process pool (`run.py`) does, and so
 can a Beam `DoFn`. The one argument that is not plain data is `pipeline`, which a worker builds
 once from the recipe (`build_pipeline`); each variant resets its random state from the variant's
-seed, so nothing carries from one call to the next.
+seed, so nothing carries from one call to the next. A runner with a spare thread may also pass an
+`encoder` (a `concurrent.futures.Executor`): the JPEG encoding of each variant then runs there
+while the next variant is drawn (OpenCV's encoder leaves the GIL), with the same bytes as without.
 
 A runner writes each `Output`'s JSON (when there is one) before its image, so an interrupted
 run never leaves an image that looks finished without its annotation.
@@ -20,7 +22,8 @@ run never leaves an image that looks finished without its annotation.
 from __future__ import annotations
 
 import posixpath
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -32,6 +35,7 @@ from .variants import Variant, augment_image, variant_seed
 MANIFEST_COLUMNS = ("output", "source", "variant", "seed", "recipe_hash", "boxes_in", "boxes_out")
 PERSON_STAMP_KEYS = ("group", "session", "person")  # what a crop's variants inherit from its JPEG comment
 PERSON_MAX_REDRAWS = 10  # identity crops are never negatives: a lost face is always redrawn
+ENCODES_IN_FLIGHT = 4  # variants handed to an `encoder` and not yet encoded: bounds the pixels held
 
 
 def name_digits(factor: int) -> int:
@@ -127,6 +131,30 @@ def _decode(data: bytes, name: str):
     return decode_rgb(data, name=name)
 
 
+class _Jpegs:
+    """JPEG-encodes a source's variants at once, or in `executor` when given (at most
+    ENCODES_IN_FLIGHT waiting, so a large image with a large --factor holds a few frames, not all).
+    `add` returns a slot; `bytes_of(slot)` its JPEG bytes, waiting for them if need be."""
+
+    def __init__(self, quality: int, executor: Executor | None):
+        self.quality, self.executor, self.waiting = quality, executor, deque()
+
+    def add(self, rgb):
+        from ..core.images import encode_jpeg
+
+        if self.executor is None:
+            return encode_jpeg(rgb, self.quality)
+        while len(self.waiting) >= ENCODES_IN_FLIGHT:
+            self.waiting.popleft().result()
+        future = self.executor.submit(encode_jpeg, rgb, self.quality)
+        self.waiting.append(future)
+        return future
+
+    @staticmethod
+    def bytes_of(slot) -> bytes:
+        return slot.result() if isinstance(slot, Future) else slot
+
+
 def _variants(rgb, boxes, sha: str, variants, *, settings: Settings, pipeline, on_empty: str,
               max_redraws: int):
     """(index, seed, Variant) for each requested variant of one decoded source."""
@@ -146,7 +174,8 @@ def _tally(counts: Counter, var: Variant) -> bool:
     return True
 
 
-def augment_labelled_image(source: ImageSource, *, settings: Settings, pipeline) -> SourceResult:
+def augment_labelled_image(source: ImageSource, *, settings: Settings, pipeline,
+                           encoder: Executor | None = None) -> SourceResult:
     """The original (if asked) and the requested variants of a labelled image, each with its labelme JSON.
 
     Each JSON carries the source's group (its `facekit.group`, else the sha256 of its bytes), so
@@ -154,7 +183,7 @@ def augment_labelled_image(source: ImageSource, *, settings: Settings, pipeline)
     redraws). Raises `ImageError` naming the source if it cannot be decoded or its size is not
     the one its JSON states; nothing is made then.
     """
-    from ..core.images import encode_jpeg, sha256_bytes
+    from ..core.images import sha256_bytes
     from ..formats.labelme import dumps_labelme
 
     sample, name = source.sample, source.name or source.rel
@@ -165,6 +194,7 @@ def augment_labelled_image(source: ImageSource, *, settings: Settings, pipeline)
     outputs = []
     if not (source.variants or source.original):
         return SourceResult((), dict(counts))
+    jpegs = _Jpegs(settings.quality, encoder)
     rgb = _decode(source.data, name)  # decoded and checked before anything is made
     if (rgb.shape[1], rgb.shape[0]) != (sample.width, sample.height):
         raise ImageError(f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]} but its JSON says "
@@ -175,6 +205,7 @@ def augment_labelled_image(source: ImageSource, *, settings: Settings, pipeline)
         outputs.append(Output(source.rel, source.data, dumps_labelme(copy, jp),
                               manifest_row(source.rel, source.rel, boxes_in=n_in, boxes_out=n_in)))
         counts["originals"] += 1
+    made = []  # (rel, JPEG slot, labelme JSON, manifest row) per variant
     for v, seed, var in _variants(rgb, sample.boxes, sha, source.variants, settings=settings, pipeline=pipeline,
                                   on_empty=settings.on_empty, max_redraws=settings.max_redraws):
         if not _tally(counts, var):
@@ -184,14 +215,16 @@ def augment_labelled_image(source: ImageSource, *, settings: Settings, pipeline)
         jp = Path(json_rel(rel))
         attributes = {**sample.attributes,
                       "augment": {"source": source.rel, "variant": v, "seed": seed, "redraws": var.redraws}}
-        made = Sample(image_path=Path(rel), width=int(var.rgb.shape[1]), height=int(var.rgb.shape[0]),
-                      boxes=var.boxes, image_id=rel, group=group, annotation_path=jp, attributes=attributes)
-        outputs.append(Output(rel, encode_jpeg(var.rgb, settings.quality), dumps_labelme(made, jp),
-                              manifest_row(rel, source.rel, v, seed, settings.recipe_sha256, n_in, len(var.boxes))))
+        annotation = Sample(image_path=Path(rel), width=int(var.rgb.shape[1]), height=int(var.rgb.shape[0]),
+                            boxes=var.boxes, image_id=rel, group=group, annotation_path=jp, attributes=attributes)
+        made.append((rel, jpegs.add(var.rgb), dumps_labelme(annotation, jp),
+                     manifest_row(rel, source.rel, v, seed, settings.recipe_sha256, n_in, len(var.boxes))))
+    outputs += [Output(rel, jpegs.bytes_of(slot), text, row) for rel, slot, text, row in made]
     return SourceResult(tuple(outputs), dict(counts))
 
 
-def augment_person_crop(source: PersonSource, *, settings: Settings, pipeline) -> SourceResult:
+def augment_person_crop(source: PersonSource, *, settings: Settings, pipeline,
+                        encoder: Executor | None = None) -> SourceResult:
     """The original (if asked) and the requested variants of a face crop, as JPEGs without JSON.
 
     One full-frame box keeps the recipe's box-safe crops from cutting the face; a variant whose
@@ -199,7 +232,7 @@ def augment_person_crop(source: PersonSource, *, settings: Settings, pipeline) -
     person and its group (the crop's own, else the sha256 of its bytes), plus `augment`
     (source, variant). Raises `ImageError` naming the source if it cannot be decoded.
     """
-    from ..core.images import encode_jpeg, sha256_bytes
+    from ..core.images import sha256_bytes
     from ..core.provenance import stamp_jpeg
 
     name = source.name or source.rel
@@ -210,17 +243,19 @@ def augment_person_crop(source: PersonSource, *, settings: Settings, pipeline) -
     outputs = []
     if not (source.variants or source.original):
         return SourceResult((), dict(counts))
+    jpegs = _Jpegs(settings.quality, encoder)
     rgb = _decode(source.data, name)
     if source.original:
         outputs.append(Output(source.rel, source.data, None, manifest_row(source.rel, source.rel)))
         counts["originals"] += 1
     face = (Box(0, 0, rgb.shape[1], rgb.shape[0]),)
+    made = []  # (rel, JPEG slot, comment, manifest row) per variant
     for v, seed, var in _variants(rgb, face, sha, source.variants, settings=settings, pipeline=pipeline,
                                   on_empty="redraw", max_redraws=PERSON_MAX_REDRAWS):
         if not _tally(counts, var):
             continue
         rel = variant_rel(source.rel, v, settings.digits)
-        jpeg = stamp_jpeg(encode_jpeg(var.rgb, settings.quality),
-                          {**stamp, "group": group, "augment": {"source": source.rel, "variant": v}})
-        outputs.append(Output(rel, jpeg, None, manifest_row(rel, source.rel, v, seed, settings.recipe_sha256)))
+        comment = {**stamp, "group": group, "augment": {"source": source.rel, "variant": v}}
+        made.append((rel, jpegs.add(var.rgb), comment, manifest_row(rel, source.rel, v, seed, settings.recipe_sha256)))
+    outputs += [Output(rel, stamp_jpeg(jpegs.bytes_of(slot), comment), None, row) for rel, slot, comment, row in made]
     return SourceResult(tuple(outputs), dict(counts))

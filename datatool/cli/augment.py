@@ -29,7 +29,8 @@ def _print_recipes() -> None:
               help="A shipped recipe (see --list-recipes) or an Albumentations A.save YAML file.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed; with the recipe and each image's bytes it fixes every variant.")
-@workers_option("Processes [default: all cores, fewer for small jobs]. Outputs are identical for any number.")
+@workers_option("Processes [default: all cores, fewer for small jobs]; 1 runs in this process, with a thread "
+                "that encodes and writes beside it. Outputs are identical for any number.")
 @click.option("--keep-originals/--no-keep-originals", default=True, show_default=True,
               help="Copy the source images (with their JSON, group added) into DST too.")
 @click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG quality.")

@@ -298,8 +298,10 @@ def _fmt(box: Box) -> str:
 
 def to_labelme_dict(sample: Sample, json_path: Path, *, image_data: str | None = None) -> dict:
     """The labelme 6.3.1 dict for a sample; `imagePath` relative to the JSON's folder."""
-    json_path = Path(json_path)
-    rel = os.path.relpath(Path(sample.image_path).absolute(), json_path.parent.absolute())
+    folder, (image_folder, name) = os.path.dirname(json_path), os.path.split(sample.image_path)
+    # the usual case, the image beside its JSON, without resolving both against the working folder
+    rel = name if image_folder == folder else os.path.relpath(os.path.abspath(sample.image_path),
+                                                              os.path.abspath(folder or "."))
     shapes = []
     for box in sample.boxes:
         attrs = dict(box.attributes)
