@@ -1,6 +1,6 @@
 """Benchmark: `datatool augment` against a bare augmentation loop, measured in one run.
 
-    .venv/bin/python bench/augment.py [--images 60] [--factor 10] [--recipe default] [--repeat 2] [--dir D]
+    .venv/bin/python bench/augment.py [--images 60] [--factor 10] [--recipe default] [--repeat 5] [--dir D]
 
 Generates 640x480 JPEGs with a face-like blob and its labelme box, then times, on the same
 recipe and the same images:
@@ -18,10 +18,11 @@ recipe and the same images:
   core, where its helper thread cannot run beside it. Goals are against the bare loop.
 
 Prints variants/s and the ratios to the bare loop. Goals: >= 0.95x with 1 worker, >= 1.8x with
-2 workers on 2 quiet cores. Each figure is the best of --repeat runs (the machine may be shared:
-the load average is printed before and after); pool runs include starting the workers. Also
-printed: CPU seconds per variant of every process of a run (its pool workers included), which
-other load disturbs less than wall time.
+2 workers on 2 quiet cores. Each figure is the median of --repeat runs, interleaved (the machine
+may be shared: the load average is printed before and after; a burst of load elsewhere slows
+single runs, or leaves one lucky run, and the median follows neither); pool runs include
+starting the workers. Also printed: CPU seconds per variant of every process of a run (its pool
+workers included), which other load disturbs less than wall time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -163,7 +165,7 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--factor", type=int, default=10)
     ap.add_argument("--recipe", default="default")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir", help="where the images and outputs go (default: the system's temp folder); "
                                   "e.g. /dev/shm to leave the disk's own swings out of the figures")
     args = ap.parse_args()
@@ -193,8 +195,10 @@ def main() -> int:
         cpu: dict[str, list[float]] = {name: [] for name, _ in runs}  # CPU seconds per variant, workers included
         load_before = os.getloadavg()[0]
         k = 0
-        for _ in range(args.repeat):
-            for name, fn in runs:  # interleaved, so a burst of load elsewhere hits every variant alike
+        for r in range(args.repeat):
+            # interleaved, so a burst of load elsewhere hits every variant alike, and in an order
+            # turned by one each round, so no variant always runs in the same place
+            for name, fn in runs[r % len(runs):] + runs[:r % len(runs)]:
                 out = tmp / f"out{k}"
                 k += 1
                 os.sync()  # earlier runs' writes are flushed outside the timed region
@@ -202,13 +206,14 @@ def main() -> int:
                 n = fn(out)
                 rates[name].append(n / (time.perf_counter() - t))
                 cpu[name].append((cpu_seconds() - c) / n)
-        base, base_cpu = max(rates["bare loop"]), min(cpu["bare loop"])
+                shutil.rmtree(out)  # the next runs write into the same free space
+        base, base_cpu = median(rates["bare loop"]), median(cpu["bare loop"])
         print(f"augment benchmark: {args.images} images 640x480 x {args.factor} variants, recipe {args.recipe}, "
               f"in {tmp.parent}, "
-              f"{cores} cores, best of {args.repeat}, load average {load_before:.2f} before, "
+              f"{cores} cores, median of {args.repeat}, load average {load_before:.2f} before, "
               f"{os.getloadavg()[0]:.2f} after")
         for name, _ in runs:
-            r, c = max(rates[name]), min(cpu[name])
+            r, c = median(rates[name]), median(cpu[name])
             first = f"   (first run {rates[name][0] / base:.2f}x)" if len(runs) > 3 and name == runs[3][0] else ""
             print(f"  {name:<24} {r:8.1f} variants/s {r / base:5.2f}x bare loop   CPU {c * 1e3:5.2f} ms/variant "
                   f"({base_cpu / c:4.2f}x){first}")
