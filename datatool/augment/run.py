@@ -298,11 +298,11 @@ def _in_process(sources, *, recipe: Recipe, opt: _RunOptions):
     One helper thread JPEG-encodes each variant and writes each source's files while this thread
     draws the next variants: encoding (in OpenCV) and writing (system calls) leave the GIL, so
     they run beside the pixel work instead of after it, on a second core where there is one.
-    The bytes are the same as a pool worker's. At most one source waits to be written and four
-    variants to be encoded. On one core the helper only writes (encoding there would just
-    take turns with this thread, at the cost of the switches). The helper is never interrupted
-    by Ctrl-C (only this thread gets it), so a source's files are always written whole; leaving
-    waits for it."""
+    The bytes are the same as a pool worker's. At most one source waits to be written and
+    `tasks.ENCODES_IN_FLIGHT` variants to be encoded. On one core the helper only writes
+    (encoding there would just take turns with this thread, at the cost of the switches). The
+    helper is never interrupted by Ctrl-C (only this thread gets it), so a source's files are
+    always written whole; leaving waits for it."""
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2

@@ -39,6 +39,15 @@ def image_path_target(json_path: Path, image_path_field) -> Path | None:
     return Path(json_path).parent / image_path_field.replace("\\", "/")
 
 
+def image_path_field(json_path: Path, image: Path) -> str:
+    """The `imagePath` that leads from a JSON to `image` (the inverse of `image_path_target`):
+    relative to the JSON's folder, with `/`, as labelme writes it. The usual case, the image
+    beside its JSON, needs no resolving against the working folder (augment writes thousands)."""
+    folder, (image_folder, name) = os.path.dirname(json_path), os.path.split(image)
+    rel = name if image_folder == folder else os.path.relpath(os.path.abspath(image), os.path.abspath(folder))
+    return Path(rel).as_posix()
+
+
 def points_to(data: dict, json_path: Path, image: Path) -> bool:
     """Whether the JSON's `imagePath` leads to `image` (an existing file)."""
     target = image_path_target(json_path, data.get("imagePath"))
@@ -298,10 +307,6 @@ def _fmt(box: Box) -> str:
 
 def to_labelme_dict(sample: Sample, json_path: Path, *, image_data: str | None = None) -> dict:
     """The labelme 6.3.1 dict for a sample; `imagePath` relative to the JSON's folder."""
-    folder, (image_folder, name) = os.path.dirname(json_path), os.path.split(sample.image_path)
-    # the usual case, the image beside its JSON, without resolving both against the working folder
-    rel = name if image_folder == folder else os.path.relpath(os.path.abspath(sample.image_path),
-                                                              os.path.abspath(folder or "."))
     shapes = []
     for box in sample.boxes:
         attrs = dict(box.attributes)
@@ -320,7 +325,7 @@ def to_labelme_dict(sample: Sample, json_path: Path, *, image_data: str | None =
         "version": LABELME_VERSION,
         "flags": flags,
         "shapes": shapes,
-        "imagePath": Path(rel).as_posix(),
+        "imagePath": image_path_field(json_path, sample.image_path),
         "imageData": image_data,
         "imageHeight": sample.height,
         "imageWidth": sample.width,
@@ -383,7 +388,7 @@ def fix_image_path(data: dict, json_path: Path, image: Path) -> list[str]:
     """Point `imagePath` at `image` (relative to the JSON's folder, as labelme writes it)."""
     if points_to(data, json_path, image):
         return []
-    rel = Path(os.path.relpath(Path(image).absolute(), Path(json_path).parent.absolute())).as_posix()
+    rel = image_path_field(json_path, image)
     change = f"imagePath {brief(data.get('imagePath'))} -> {rel!r}"
     data["imagePath"] = rel
     return [change]
